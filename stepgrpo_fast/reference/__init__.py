@@ -1,0 +1,1 @@
+"""stepgrpo_fast.reference"""
