@@ -1,0 +1,324 @@
+"""A seeded, offline visual-reasoning task drawn with PIL, in the spec's record layout.
+
+Four problem kinds, each small enough for a tiny model to learn on a CPU:
+  add      two numbers written in the picture; their sum          (numbers also in the question
+  area     a rectangle with labelled sides; its area               when ``text_hints`` is True)
+  count    coloured shapes; how many have the asked colour          (needs the image)
+  compare  two bars A and B; which is taller                        (needs the image)
+Each problem has the answer, a reference reasoning in the exact "###" layout of STEPGRPO_SPEC.md
+§2 and key steps with several equivalent surface forms ("3 + 4 = 7", "3+4=7", "seven").
+
+``write_dataset(out_dir, seed=..., n_sft=..., n_rl=..., n_eval=...)`` writes sft/rl/eval JSONL
+files (records: image, question, solution, key_steps, and "response" for SFT) with PNG images
+stored next to them and referenced relatively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import random
+
+from PIL import Image, ImageDraw, ImageFont
+
+HEADER_DESCRIPTION = "### Image Description:"
+HEADER_RATIONALES = "### Rationales:"
+HEADER_THINK = "### Let's think step by step."
+HEADER_FINAL = "### The final answer is:"
+RESPONSE_HEADERS = (
+    HEADER_DESCRIPTION,
+    HEADER_RATIONALES,
+    HEADER_THINK,
+    "### Step 1:",
+    "### Step 2:",
+    "### Step 3:",
+    HEADER_FINAL,
+)
+
+KINDS = ("add", "area", "count", "compare")
+SPLITS = ("sft", "rl", "eval")
+
+COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60)}
+_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_word(n: int) -> str:
+    """0..99 -> English words ("seven", "twenty-one")."""
+    if not 0 <= n < 100:
+        raise ValueError(f"number_word: {n} outside 0..99")
+    if n < 20:
+        return _WORDS[n]
+    tens, ones = divmod(n, 10)
+    return _TENS[tens] + ("" if ones == 0 else "-" + _WORDS[ones])
+
+
+@dataclasses.dataclass
+class Problem:
+    kind: str
+    image: Image.Image
+    question: str
+    solution: str
+    response: str  # reference reasoning in the "###" layout
+    key_steps: list[list[str]]  # groups of equivalent forms
+
+
+def format_response(description: str, rationale: str, steps: list[str], answer: str) -> str:
+    """The spec's layout: description, rationales, "Let's think step by step.", numbered steps,
+    final answer."""
+    lines = [HEADER_DESCRIPTION, description, HEADER_RATIONALES, rationale, HEADER_THINK]
+    for i, step in enumerate(steps, start=1):
+        lines += [f"### Step {i}:", step]
+    lines += [HEADER_FINAL, answer]
+    return "\n".join(lines)
+
+
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
+def _canvas(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    return image, ImageDraw.Draw(image)
+
+
+def make_add(rng: random.Random, *, max_value: int = 9, text_hints: bool = True) -> Problem:
+    a, b = rng.randint(1, max_value), rng.randint(1, max_value)
+    image, draw = _canvas(84, 56)
+    draw.text((rng.randint(4, 14), rng.randint(8, 20)), str(a), fill=(0, 0, 0), font=_font(24))
+    draw.text((rng.randint(46, 58), rng.randint(8, 20)), str(b), fill=(0, 0, 0), font=_font(24))
+    total = a + b
+    hint = f" The numbers are {a} and {b}." if text_hints else ""
+    return Problem(
+        kind="add",
+        image=image,
+        question=f"What is the sum of the two numbers in the image?{hint}",
+        solution=str(total),
+        response=format_response(
+            f"The image shows the numbers {a} and {b}.",
+            "The answer is the sum of the two numbers.",
+            [f"The numbers are {a} and {b}.", f"{a} + {b} = {total}"],
+            str(total),
+        ),
+        key_steps=[
+            [f"{a} and {b}", f"{b} and {a}"],
+            [
+                f"{a} + {b} = {total}",
+                f"{a}+{b}={total}",
+                f"{b} + {a} = {total}",
+                f"{b}+{a}={total}",
+                number_word(total),
+            ],
+        ],
+    )
+
+
+def make_area(rng: random.Random, *, max_value: int = 9, text_hints: bool = True) -> Problem:
+    w, h = rng.randint(2, max_value), rng.randint(2, max_value)
+    image, draw = _canvas(84, 84)
+    box_w, box_h = 20 + 5 * w, 20 + 5 * h  # drawn size grows with the labels (<= 65 px)
+    x0, y0 = rng.randint(12, 84 - box_w - 1), rng.randint(2, 70 - box_h)
+    draw.rectangle((x0, y0, x0 + box_w, y0 + box_h), outline=(0, 0, 0), width=2)
+    draw.text((x0 + box_w // 2 - 3, 71), str(w), fill=(0, 0, 0), font=_font(12))
+    draw.text((1, y0 + box_h // 2 - 6), str(h), fill=(0, 0, 0), font=_font(12))
+    area = w * h
+    hint = f" Its sides are {w} and {h}." if text_hints else ""
+    return Problem(
+        kind="area",
+        image=image,
+        question=f"What is the area of the rectangle?{hint}",
+        solution=str(area),
+        response=format_response(
+            f"The image shows a rectangle with sides {w} and {h}.",
+            "The area of a rectangle is width times height.",
+            [f"The sides are {w} and {h}.", f"{w} * {h} = {area}"],
+            str(area),
+        ),
+        key_steps=[
+            [f"{w} and {h}", f"{h} and {w}"],
+            [
+                f"{w} * {h} = {area}",
+                f"{w}*{h}={area}",
+                f"{w} x {h} = {area}",
+                f"{h} * {w} = {area}",
+                f"{w} \\times {h} = {area}",
+                number_word(area) if area < 100 else str(area),
+            ],
+        ],
+    )
+
+
+def make_count(rng: random.Random, *, max_count: int = 5) -> Problem:
+    target, other = rng.sample(sorted(COLOURS), 2)
+    n_target, n_other = rng.randint(1, max_count), rng.randint(0, 2)
+    image, draw = _canvas(84, 84)
+    cells = rng.sample([(r, c) for r in range(3) for c in range(3)], n_target + n_other)
+    for i, (r, c) in enumerate(cells):
+        colour = COLOURS[target if i < n_target else other]
+        x, y = 6 + 26 * c, 6 + 26 * r
+        if rng.random() < 0.5:
+            draw.ellipse((x, y, x + 20, y + 20), fill=colour)
+        else:
+            draw.rectangle((x, y, x + 20, y + 20), fill=colour)
+    counting = ", ".join(str(i) for i in range(1, n_target + 1))
+    others = f" and {n_other} {other} shapes" if n_other else ""
+    return Problem(
+        kind="count",
+        image=image,
+        question=f"How many {target} shapes are in the image?",
+        solution=str(n_target),
+        response=format_response(
+            f"The image shows {n_target} {target} shapes{others}.",
+            f"Count only the {target} shapes.",
+            [f"Count the {target} shapes: {counting}.", f"There are {n_target} {target} shapes."],
+            str(n_target),
+        ),
+        key_steps=[
+            [counting, counting.replace(" ", "")],
+            [f"{n_target} {target}", f"{number_word(n_target)} {target}"],
+        ],
+    )
+
+
+def make_compare(rng: random.Random, *, max_value: int = 9) -> Problem:
+    a, b = rng.sample(range(1, max_value + 1), 2)
+    image, draw = _canvas(56, 84)
+    unit = 64 // max_value
+    for x, value, colour in ((8, a, (40, 80, 220)), (32, b, (220, 120, 40))):
+        draw.rectangle((x, 72 - unit * value, x + 16, 72), fill=colour)
+    draw.text((12, 72), "A", fill=(0, 0, 0), font=_font(11))
+    draw.text((36, 72), "B", fill=(0, 0, 0), font=_font(11))
+    taller, big, small = ("A", a, b) if a > b else ("B", b, a)
+    return Problem(
+        kind="compare",
+        image=image,
+        question="Which bar is taller, A or B?",
+        solution=taller,
+        response=format_response(
+            f"The image shows bar A with height {a} and bar B with height {b}.",
+            "The taller bar has the larger height.",
+            [f"Bar A is {a} and bar B is {b}.", f"{big} > {small}, so {taller} is taller."],
+            taller,
+        ),
+        key_steps=[
+            [f"{big} > {small}", f"{big}>{small}", f"{small} < {big}", f"{small}<{big}"],
+            [f"{taller} is taller", f"bar {taller} is taller"],
+        ],
+    )
+
+
+_MAKERS = {"add": make_add, "area": make_area, "count": make_count, "compare": make_compare}
+
+
+def make_problem(rng: random.Random, kind: str, **options) -> Problem:
+    if kind not in _MAKERS:
+        raise ValueError(f"unknown problem kind {kind!r}; choose from {KINDS}")
+    return _MAKERS[kind](rng, **options)
+
+
+def _kind_options(kind: str, text_hints: bool, max_value: int) -> dict:
+    if kind in ("add", "area"):
+        return {"max_value": max_value, "text_hints": text_hints}
+    if kind == "compare":
+        return {"max_value": max_value}
+    return {}
+
+
+def generate(
+    seed: int,
+    n: int,
+    *,
+    kinds=KINDS,
+    split: str = "sft",
+    text_hints: bool = True,
+    max_value: int = 9,
+) -> list[Problem]:
+    """``n`` problems, kinds cycled in order, each from its own RNG stream keyed by
+    (seed, split, index): the same call always gives the same problems, and the splits differ."""
+    kinds = tuple(kinds)
+    if not kinds or any(k not in _MAKERS for k in kinds):
+        raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 2 <= max_value <= 9:
+        raise ValueError(f"max_value must be in 2..9, got {max_value}")
+    problems = []
+    for i in range(n):
+        rng = random.Random(f"{seed}/{split}/{i}")
+        kind = kinds[i % len(kinds)]
+        problems.append(make_problem(rng, kind, **_kind_options(kind, text_hints, max_value)))
+    return problems
+
+
+def corpus_texts(seed: int = 0, num_problems: int = 400, *, kinds=KINDS) -> list[str]:
+    """Questions, reference reasoning and key steps of ``num_problems`` problems (tokenizer corpus)."""
+    texts = []
+    for p in generate(seed, num_problems, kinds=kinds, split="sft"):
+        texts += [p.question, p.response, p.solution, *(f for group in p.key_steps for f in group)]
+    return texts
+
+
+def write_dataset(
+    out_dir,
+    *,
+    seed: int = 0,
+    n_sft: int = 256,
+    n_rl: int = 256,
+    n_eval: int = 64,
+    kinds=KINDS,
+    text_hints: bool = True,
+    max_value: int = 9,
+) -> dict[str, pathlib.Path]:
+    """Write sft.jsonl, rl.jsonl, eval.jsonl (+ images/<split>_<i>.png) under ``out_dir``.
+
+    Records: {"image", "question", "solution", "key_steps", "kind"} and, for SFT, "response".
+    Returns {split: jsonl path}.
+    """
+    out_dir = pathlib.Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, n in (("sft", n_sft), ("rl", n_rl), ("eval", n_eval)):
+        if n < 0:
+            raise ValueError(f"n_{split} must be >= 0, got {n}")
+        path = out_dir / f"{split}.jsonl"
+        with open(path, "w") as f:
+            problems = generate(
+                seed, n, kinds=kinds, split=split, text_hints=text_hints, max_value=max_value
+            )
+            for i, p in enumerate(problems):
+                rel = f"images/{split}_{i:05d}.png"
+                p.image.save(out_dir / rel)
+                record = {
+                    "image": rel,
+                    "question": p.question,
+                    "solution": p.solution,
+                    "key_steps": p.key_steps,
+                    "kind": p.kind,
+                }
+                if split == "sft":
+                    record["response"] = p.response
+                f.write(json.dumps(record) + "\n")
+        paths[split] = path
+    return paths

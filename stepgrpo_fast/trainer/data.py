@@ -1,0 +1,350 @@
+"""Training records: loading + validation (spec §5), chat prompts, and tensor encoding.
+
+``load_records`` reads JSON (a list) or JSONL in either layout of STEPGRPO_SPEC.md §5 and checks
+every record (image file readable, question/solution present, key_steps well-typed) before
+returning, raising ValueError that names file:line and the field. ``encode_prompts`` builds
+left-padded generation inputs, ``encode_sft`` right-padded inputs with labels on the response only.
+Prompts are never truncated (truncation can cut image tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+REASONING_PROMPT = (
+    "Describe the image, give a rationale, then solve the problem in numbered steps. Use the headers "
+    "### Image Description:, ### Rationales:, ### Let's think step by step., ### Step 1:, ### Step 2: "
+    "(and so on), and end with ### The final answer is: xxx"
+)
+
+_MAX_REPORTED_ERRORS = 10
+
+
+@dataclasses.dataclass
+class Record:
+    image_path: pathlib.Path
+    question: str
+    solution: str
+    key_steps: list[list[str]]
+    response: str | None = None
+    index: int = 0
+    source: str = ""  # "file:line"
+
+
+def load_records(path, *, require_response: bool = False) -> list[Record]:
+    """Read and validate every record of a JSON list / JSONL file.
+
+    Accepts {"image", "question", "solution", "key_steps"[, "response"]} and the released
+    {"image_path", "problem", "solution", "key_steps": {"Steps": [...]}} layout (a key-step group
+    may be a bare string). Image paths are relative to the data file. Raises ValueError naming
+    file:line and field for each bad record (up to 10 listed).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
+    records, errors = [], []
+    for line, raw in _iter_raw_records(path, text):
+        where = f"{path}:{line}"
+        try:
+            records.append(
+                _parse_record(
+                    raw,
+                    base_dir=path.parent,
+                    where=where,
+                    index=len(records),
+                    require_response=require_response,
+                )
+            )
+        except ValueError as err:
+            errors.append(str(err))
+    if errors:
+        shown = "\n  ".join(errors[:_MAX_REPORTED_ERRORS])
+        more = (
+            f"\n  ... and {len(errors) - _MAX_REPORTED_ERRORS} more"
+            if len(errors) > _MAX_REPORTED_ERRORS
+            else ""
+        )
+        raise ValueError(f"{len(errors)} invalid record(s) in {path}:\n  {shown}{more}")
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
+
+
+def _iter_raw_records(path: pathlib.Path, text: str):
+    """Yield (line number, decoded JSON value) for each record; bad JSON -> ValueError file:line."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        yield from _iter_json_list(path, text)
+        return
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}:{line_no}: bad JSON ({err.msg} at column {err.colno})"
+            ) from err
+
+
+def _iter_json_list(path: pathlib.Path, text: str):
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+
+    def skip_ws(i):
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def fail(msg, i):
+        line = text.count("\n", 0, i) + 1
+        raise ValueError(f"{path}:{line}: bad JSON ({msg})")
+
+    pos = skip_ws(pos)
+    if pos < len(text) and text[pos] == "]":
+        return
+    while True:
+        pos = skip_ws(pos)
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            fail(f"{err.msg} at column {err.colno}", err.pos)
+        yield text.count("\n", 0, pos) + 1, value
+        pos = skip_ws(end)
+        if pos >= len(text):
+            fail("unterminated list: expected ',' or ']'", pos)
+        if text[pos] == "]":
+            if text[pos + 1 :].strip():
+                fail("extra data after the list", pos + 1)
+            return
+        if text[pos] != ",":
+            fail(f"expected ',' or ']', got {text[pos]!r}", pos)
+        pos += 1
+
+
+def _first_present(raw: dict, names: tuple[str, ...]):
+    for name in names:
+        if name in raw and raw[name] is not None:
+            return name, raw[name]
+    return names[0], None
+
+
+def _parse_record(
+    raw, *, base_dir: pathlib.Path, where: str, index: int, require_response: bool
+) -> Record:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")  # noqa: TRY004
+
+    field, image = _first_present(raw, ("image", "image_path"))
+    if not isinstance(image, str) or not image.strip():
+        raise ValueError(
+            f"{where}: field 'image' (or 'image_path') missing or not a non-empty string"
+        )
+    image_path = pathlib.Path(image).expanduser()
+    if not image_path.is_absolute():
+        image_path = base_dir / image_path
+    _check_image(image_path, where, field)
+
+    field, question = _first_present(raw, ("question", "problem"))
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(
+            f"{where}: field 'question' (or 'problem') missing or not a non-empty string"
+        )
+
+    solution = raw.get("solution")
+    if (
+        isinstance(solution, bool)
+        or not isinstance(solution, (str, int, float))
+        or not str(solution).strip()
+    ):
+        raise ValueError(f"{where}: field 'solution' missing or not a non-empty string/number")
+
+    key_steps = normalize_key_steps(raw.get("key_steps", []), where)
+
+    response = raw.get("response")
+    if response is not None and not isinstance(response, str):
+        raise ValueError(
+            f"{where}: field 'response' must be a string, got {type(response).__name__}"
+        )
+    if require_response and not (response and response.strip()):
+        raise ValueError(f"{where}: field 'response' (the reference reasoning) is required for SFT")
+
+    return Record(
+        image_path=image_path,
+        question=question,
+        solution=str(solution),
+        key_steps=key_steps,
+        response=response,
+        index=index,
+        source=where,
+    )
+
+
+def normalize_key_steps(value, where: str = "key_steps") -> list[list[str]]:
+    """list of groups (list of str, or a bare str) or {"Steps": [...]} -> list[list[str]]."""
+    if isinstance(value, dict):
+        if set(value) != {"Steps"}:
+            raise ValueError(
+                f"{where}: field 'key_steps' dict must have exactly the key 'Steps', got {sorted(value)}"
+            )
+        value = value["Steps"]
+    if not isinstance(value, list):
+        raise ValueError(  # noqa: TRY004 (bad data, reported as ValueError)
+            f"{where}: field 'key_steps' must be a list of groups or {{'Steps': [...]}}, "
+            f"got {type(value).__name__}"
+        )
+    groups = []
+    for i, group in enumerate(value):
+        if isinstance(group, str):
+            group = [group]
+        if (
+            not isinstance(group, list)
+            or not group
+            or not all(isinstance(f, str) and f.strip() for f in group)
+        ):
+            raise ValueError(
+                f"{where}: field 'key_steps[{i}]' must be a non-empty string or a non-empty "
+                f"list of non-empty strings, got {group!r}"
+            )
+        groups.append(list(group))
+    return groups
+
+
+def _check_image(image_path: pathlib.Path, where: str, field: str) -> None:
+    from PIL import Image
+
+    if not image_path.is_file():
+        raise ValueError(f"{where}: field '{field}': image file {str(image_path)!r} not found")
+    try:
+        with Image.open(image_path) as img:
+            img.verify()
+    except Exception as err:  # PIL raises many types for corrupt files
+        raise ValueError(
+            f"{where}: field '{field}': cannot read image {str(image_path)!r} ({err})"
+        ) from err
+
+
+def load_image(record: Record):
+    """The record's image as an RGB PIL image."""
+    from PIL import Image
+
+    with Image.open(record.image_path) as img:
+        return img.convert("RGB")
+
+
+def user_text(record: Record) -> str:
+    return f"{record.question}\n{REASONING_PROMPT}"
+
+
+def build_messages(record: Record, *, with_response: bool = False) -> list[dict]:
+    """Chat messages: a user turn with the image part BEFORE the text, and (optionally) the
+    assistant turn holding the reference reasoning."""
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": str(record.image_path)},
+                {"type": "text", "text": user_text(record)},
+            ],
+        }
+    ]
+    if with_response:
+        if record.response is None:
+            raise ValueError(f"{record.source}: record has no 'response' to add")
+        messages.append(
+            {"role": "assistant", "content": [{"type": "text", "text": record.response}]}
+        )
+    return messages
+
+
+def prompt_text(processor, record: Record) -> str:
+    return processor.apply_chat_template(
+        build_messages(record), tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode_prompts(processor, records: list[Record]) -> dict:
+    """Left-padded generation inputs, never truncated.
+
+    Returns input_ids [B,S], attention_mask [B,S], pixel_values [P, C*T*p*p], image_grid_thw [B,3]
+    and mm_token_type_ids [B,S] (1 at image tokens) when the processor emits it.
+    """
+    if not records:
+        raise ValueError("encode_prompts: no records")
+    texts = [prompt_text(processor, r) for r in records]
+    images = [load_image(r) for r in records]
+    batch = processor(
+        text=texts,
+        images=images,
+        padding=True,
+        padding_side="left",
+        truncation=False,
+        return_tensors="pt",
+    )
+    return {k: v for k, v in batch.items()}
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """The token that closes an assistant turn: <|im_end|> in Qwen templates, else eos."""
+    token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        token_id = tokenizer.eos_token_id
+    if token_id is None:
+        raise ValueError("tokenizer has neither <|im_end|> nor an eos token")
+    return int(token_id)
+
+
+def encode_sft(processor, records: list[Record]) -> dict:
+    """Right-padded SFT inputs: prompt tokens (as ``encode_prompts``) + response tokens + the
+    end-of-turn token. ``labels`` [B,S] equals input_ids on the response and its end-of-turn token,
+    -100 on the prompt and padding. The response is tokenized on its own, exactly as a generated
+    completion would follow the prompt."""
+    import torch
+
+    missing = [r.source for r in records if not r.response]
+    if missing:
+        raise ValueError(f"encode_sft: records without 'response': {missing[:5]}")
+    prompts = encode_prompts(processor, records)
+    tokenizer = processor.tokenizer
+    eot = end_of_turn_id(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
+    has_types = "mm_token_type_ids" in prompts
+
+    rows = []
+    for b, record in enumerate(records):
+        keep = prompts["attention_mask"][b].bool()
+        prompt_ids = prompts["input_ids"][b][keep]
+        types = prompts["mm_token_type_ids"][b][keep] if has_types else None
+        completion = tokenizer(record.response, add_special_tokens=False)["input_ids"] + [eot]
+        rows.append((prompt_ids, torch.tensor(completion, dtype=prompt_ids.dtype), types))
+
+    length = max(len(p) + len(c) for p, c, _ in rows)
+    batch_size = len(rows)
+    input_ids = torch.full((batch_size, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+    labels = torch.full((batch_size, length), -100, dtype=torch.long)
+    token_types = torch.zeros((batch_size, length), dtype=torch.long) if has_types else None
+    for b, (p, c, types) in enumerate(rows):
+        n_p, n = len(p), len(p) + len(c)
+        input_ids[b, :n_p] = p
+        input_ids[b, n_p:n] = c
+        attention_mask[b, :n] = 1
+        labels[b, n_p:n] = c
+        if has_types:
+            token_types[b, :n_p] = types
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": prompts["pixel_values"],
+        "image_grid_thw": prompts["image_grid_thw"],
+        "labels": labels,
+    }
+    if has_types:
+        out["mm_token_type_ids"] = token_types
+    return out

@@ -1,0 +1,169 @@
+"""The synthetic visual-reasoning task: determinism, layout, answers that match the pictures."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from stepgrpo_fast.data import synthetic
+from stepgrpo_fast.data.synthetic import COLOURS, KINDS, generate, number_word, write_dataset
+from stepgrpo_fast.trainer.data import load_records
+
+HEADER = re.compile(
+    r"^### (Image Description:|Rationales:|Let's think step by step\.|Step (\d+):|The final answer is:)$"
+)
+
+
+def _sections(response: str):
+    """[(header, body)] of a "###" response, checked strictly line by line."""
+    sections, current = [], None
+    for line in response.split("\n"):
+        match = HEADER.match(line)
+        if match:
+            current = [match.group(1), []]
+            sections.append(current)
+        else:
+            assert current is not None, f"text before the first header: {line!r}"
+            current[1].append(line)
+    return [(h, "\n".join(body)) for h, body in sections]
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return generate(7, 80, split="sft")
+
+
+def test_layout_is_exact(problems):
+    for p in problems:
+        sections = _sections(p.response)
+        headers = [h for h, _ in sections]
+        n_steps = len(headers) - 4
+        assert n_steps >= 1
+        assert headers == (
+            ["Image Description:", "Rationales:", "Let's think step by step."]
+            + [f"Step {i}:" for i in range(1, n_steps + 1)]
+            + ["The final answer is:"]
+        )
+        bodies = dict(sections)
+        assert bodies["Image Description:"].strip() and bodies["Rationales:"].strip()
+        assert bodies["Let's think step by step."] == ""
+        assert bodies["The final answer is:"] == p.solution
+
+
+def test_every_key_step_group_appears_in_the_steps(problems):
+    for p in problems:
+        steps = " ".join(body for h, body in _sections(p.response) if h.startswith("Step"))
+        assert p.key_steps and all(len(group) >= 2 for group in p.key_steps)
+        for group in p.key_steps:
+            assert any(form.lower() in steps.lower() for form in group), (group, steps)
+
+
+def test_answers_are_right(problems):
+    for p in problems:
+        numbers = [int(n) for n in re.findall(r"\d+", p.question)]
+        if p.kind == "add":
+            assert int(p.solution) == sum(numbers)
+            assert number_word(int(p.solution)) in p.key_steps[-1]
+        elif p.kind == "area":
+            assert int(p.solution) == numbers[0] * numbers[1]
+        elif p.kind == "compare":
+            a, b = map(
+                int,
+                re.search(
+                    r"bar A with height (\d+) and bar B with height (\d+)", p.response
+                ).groups(),
+            )
+            assert p.solution == ("A" if a > b else "B")
+
+
+def _colour_mask(image, rgb):
+    pixels = np.asarray(image).astype(int)
+    return np.abs(pixels - np.array(rgb)).sum(-1) < 10
+
+
+def test_count_images_hold_the_counted_shapes(problems):
+    counted = [p for p in problems if p.kind == "count"]
+    assert counted
+    for p in counted:
+        colour = re.search(r"How many (\w+) shapes", p.question).group(1)
+        mask = _colour_mask(p.image, COLOURS[colour])
+        # Shapes sit in a 3x3 grid of 26-px cells; count the cells whose centre has the colour.
+        found = sum(
+            bool(mask[6 + 26 * r + 10, 6 + 26 * c + 10]) for r in range(3) for c in range(3)
+        )
+        assert found == int(p.solution)
+
+
+def test_compare_images_draw_the_taller_bar_taller(problems):
+    compared = [p for p in problems if p.kind == "compare"]
+    assert compared
+    for p in compared:
+        heights = {
+            name: _colour_mask(p.image, rgb).any(axis=1).sum()
+            for name, rgb in (("A", (40, 80, 220)), ("B", (220, 120, 40)))
+        }
+        assert max(heights, key=heights.get) == p.solution
+
+
+def test_images_are_small(problems):
+    for p in problems:
+        w, h = p.image.size
+        assert 56 <= w <= 112 and 56 <= h <= 112 and p.image.mode == "RGB"
+
+
+def test_deterministic_and_splits_differ():
+    a, b = generate(1, 12, split="rl"), generate(1, 12, split="rl")
+    assert [(p.question, p.response, p.key_steps) for p in a] == [
+        (p.question, p.response, p.key_steps) for p in b
+    ]
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(a, b))
+    other_seed = generate(2, 12, split="rl")
+    other_split = generate(1, 12, split="eval")
+    assert [p.question for p in a] != [p.question for p in other_seed]
+    assert [p.response for p in a] != [p.response for p in other_split]
+    assert [p.kind for p in a] == [KINDS[i % 4] for i in range(12)]
+
+
+def test_options_and_errors():
+    no_hints = generate(0, 4, kinds=("add", "area"), text_hints=False)
+    assert not any(re.search(r"\d", p.question) for p in no_hints)
+    small = generate(0, 40, kinds=("add",), max_value=3)
+    assert all(int(p.solution) <= 6 for p in small)
+    with pytest.raises(ValueError, match="kinds"):
+        generate(0, 2, kinds=("juggle",))
+    with pytest.raises(ValueError, match="split"):
+        generate(0, 2, split="test")
+    with pytest.raises(ValueError, match="max_value"):
+        generate(0, 2, max_value=12)
+    with pytest.raises(ValueError, match="0..99"):
+        number_word(100)
+    assert [number_word(n) for n in (0, 7, 13, 20, 42)] == [
+        "zero",
+        "seven",
+        "thirteen",
+        "twenty",
+        "forty-two",
+    ]
+
+
+def test_write_dataset_round_trips_through_load_records(tmp_path):
+    paths = write_dataset(tmp_path / "ds", seed=3, n_sft=6, n_rl=5, n_eval=4)
+    assert set(paths) == {"sft", "rl", "eval"}
+    for split, n in (("sft", 6), ("rl", 5), ("eval", 4)):
+        raw = [json.loads(line) for line in paths[split].read_text().splitlines()]
+        assert len(raw) == n
+        assert all(not r["image"].startswith("/") for r in raw)
+        assert all(("response" in r) == (split == "sft") for r in raw)
+        records = load_records(paths[split], require_response=(split == "sft"))
+        assert [r.solution for r in records] == [r["solution"] for r in raw]
+        assert all(r.image_path.is_file() for r in records)
+    with pytest.raises(ValueError, match="n_rl"):
+        write_dataset(tmp_path / "bad", n_rl=-1)
+
+
+def test_corpus_covers_the_layout():
+    corpus = synthetic.corpus_texts(seed=0, num_problems=8)
+    joined = "\n".join(corpus)
+    for header in synthetic.RESPONSE_HEADERS[:5] + (synthetic.HEADER_FINAL,):
+        assert header in joined
