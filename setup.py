@@ -63,7 +63,7 @@ with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
 
 test_extras = ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numpy",
-               "triton>=3.2; platform_system=='Linux'", "liger-kernel>=0.5", "trl==1.16.*"]
+               "triton>=3.2; platform_system=='Linux'", "liger-kernel>=0.5", "trl>=1.16,<1.17", "datasets"]
 
 setup(
     name="stepgrpo_fast",
@@ -89,8 +89,10 @@ setup(
     extras_require={
         "triton": ["triton>=3.2"],
         "gpu": ["triton>=3.2", "flash-attn>=2.6"],
-        "trl": ["trl==1.16.*"],
-        "verl": ["verl"],
+        "trl": ["trl>=1.16,<1.17", "accelerate>=1.0", "datasets"],
+        "deepspeed": ["deepspeed"],
+        "logging": ["tensorboard", "wandb"],
+        "dev": ["ruff"],
         "test": test_extras,
         "bench": ["pytest-benchmark>=4", "liger-kernel>=0.5", "numpy"],
     },

@@ -6,25 +6,42 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help)
+# name -> ("module[:add_arguments_fn:run_fn]", one-line help); the functions default to
+# add_arguments / run.
 COMMANDS = {
+    "demo": ("stepgrpo_fast.demo", "offline end-to-end demo: synthetic task, tiny model, SFT, StepGRPO, report"),
+    "sft": ("stepgrpo_fast.trainer.cli:add_sft_arguments:run_sft",
+            "SFT warm-up (NLL through the fused log-prob op)"),
+    "train": ("stepgrpo_fast.trainer.cli:add_train_arguments:run_train",
+              "StepGRPO online RL from a YAML config"),
+    "eval": ("stepgrpo_fast.trainer.cli:add_eval_arguments:run_eval",
+             "greedy eval of a checkpoint: accuracy, validity, key-step match, reward"),
     "reward": ("stepgrpo_fast.rewards.cli", "score completions in a JSONL file with StepRAR/StepRVR"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only ``command``'s module is imported (all of them when None), so one
+    subcommand's heavy or broken imports never get in the way of another."""
     parser = argparse.ArgumentParser(prog="stepgrpo", description="StepGRPO training backend")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        if command is not None and name != command:
+            continue
+        target, _, names = module.partition(":")
+        add_name, run_name = names.split(":") if names else ("add_arguments", "run")
+        mod = importlib.import_module(target)
+        getattr(mod, add_name)(p)
+        p.set_defaults(_run=getattr(mod, run_name))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
     return int(args._run(args) or 0)
 
 

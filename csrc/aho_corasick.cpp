@@ -1,0 +1,200 @@
+#include "aho_corasick.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace stepgrpo {
+
+AhoCorasick::AhoCorasick(const std::vector<std::string>& patterns,
+                         const std::vector<int>& pattern_groups, int num_groups) {
+    if (patterns.size() != pattern_groups.size())
+        throw std::invalid_argument("AhoCorasick: patterns and pattern_groups differ in length");
+    build(patterns.data(), pattern_groups.data(), patterns.size(), num_groups);
+}
+
+void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, std::size_t count,
+                        int num_groups) {
+    if (num_groups < 0) throw std::invalid_argument("AhoCorasick: num_groups must be >= 0");
+    num_groups_ = num_groups;
+    always_found_.assign(static_cast<std::size_t>(num_groups), 0);
+    nodes_.clear();
+    out_group_.clear();
+    out_next_.clear();
+    std::size_t capacity = 1;
+    for (std::size_t i = 0; i < count; ++i) capacity += patterns[i].size();
+    nodes_.reserve(capacity);
+    nodes_.emplace_back();  // root
+
+    // 1. Trie. The root's children live in the dense root_next_ table (0 = none); deeper nodes
+    // keep their children in a list sorted by byte.
+    for (int b = 0; b < 256; ++b) root_next_[b] = 0;
+    root_children_.clear();
+    findable_scratch_.assign(static_cast<std::size_t>(num_groups), 0);
+    std::vector<std::uint8_t>& findable = findable_scratch_;
+    for (std::size_t i = 0; i < count; ++i) {
+        const int group = pattern_groups[i];
+        if (group < 0 || group >= num_groups)
+            throw std::invalid_argument("AhoCorasick: pattern group out of range");
+        findable[group] = 1;
+        if (patterns[i].empty()) {
+            always_found_[group] = 1;
+            continue;
+        }
+        const unsigned char first = static_cast<unsigned char>(patterns[i][0]);
+        std::int32_t v = root_next_[first];
+        if (v == 0) {
+            v = static_cast<std::int32_t>(nodes_.size());
+            nodes_.emplace_back();
+            nodes_[v].byte = first;
+            root_next_[first] = v;
+            root_children_.push_back(v);
+        }
+        for (std::size_t pos = 1; pos < patterns[i].size(); ++pos) {
+            const unsigned char b = static_cast<unsigned char>(patterns[i][pos]);
+            std::int32_t prev = -1, c = nodes_[v].first_child;
+            while (c >= 0 && nodes_[c].byte < b) {
+                prev = c;
+                c = nodes_[c].next_sibling;
+            }
+            if (c < 0 || nodes_[c].byte != b) {
+                const std::int32_t created = static_cast<std::int32_t>(nodes_.size());
+                nodes_.emplace_back();
+                nodes_[created].byte = b;
+                nodes_[created].next_sibling = c;
+                (prev < 0 ? nodes_[v].first_child : nodes_[prev].next_sibling) = created;
+                c = created;
+            }
+            v = c;
+        }
+        bool known = false;
+        for (std::int32_t o = nodes_[v].out_head; o >= 0 && !known; o = out_next_[o]) known = out_group_[o] == group;
+        if (!known) {
+            out_group_.push_back(group);
+            out_next_.push_back(nodes_[v].out_head);
+            nodes_[v].out_head = static_cast<std::int32_t>(out_group_.size()) - 1;
+        }
+    }
+    num_findable_ = static_cast<int>(std::count(findable.begin(), findable.end(), 1));
+
+    for (std::uint16_t w : bigram_words_set_) bigram_[w] = 0;
+    bigram_words_set_.clear();
+    for (std::int32_t c : root_children_) {
+        const unsigned char first = nodes_[c].byte;
+        if (nodes_[c].out_head >= 0)  // one-byte pattern: stop at this byte whatever follows
+            for (unsigned next = 0; next < 256; ++next) set_bigram(first, static_cast<unsigned char>(next));
+        for (std::int32_t d = nodes_[c].first_child; d >= 0; d = nodes_[d].next_sibling)
+            set_bigram(first, nodes_[d].byte);
+    }
+
+    // 2. Failure and output links, breadth first (a node's failure target is shallower).
+    std::vector<std::int32_t>& queue = queue_scratch_;
+    queue.clear();
+    queue.assign(root_children_.begin(), root_children_.end());
+    for (std::size_t head = 0; head < queue.size(); ++head) {
+        const std::int32_t v = queue[head];
+        const std::int32_t fail = nodes_[v].fail;
+        nodes_[v].out_link = nodes_[v].out_head >= 0 ? v : nodes_[fail].out_link;
+        for (std::int32_t c = nodes_[v].first_child; c >= 0; c = nodes_[c].next_sibling) {
+            const unsigned char b = nodes_[c].byte;
+            nodes_[c].fail = fail == 0 ? root_next_[b] : step(fail, b);
+            queue.push_back(c);
+        }
+    }
+}
+
+std::int32_t AhoCorasick::child(std::int32_t node, unsigned char byte) const {
+    for (std::int32_t c = nodes_[node].first_child; c >= 0; c = nodes_[c].next_sibling) {
+        const unsigned char b = nodes_[c].byte;
+        if (b == byte) return c;
+        if (b > byte) break;
+    }
+    return -1;
+}
+
+std::int32_t AhoCorasick::step(std::int32_t node, unsigned char byte) const {
+    for (;;) {
+        if (node == 0) return root_next_[byte];
+        const std::int32_t c = child(node, byte);
+        if (c >= 0) return c;
+        node = nodes_[node].fail;
+    }
+}
+
+void AhoCorasick::begin(Scan& scan) const {
+    scan.node = 0;
+    scan.found.assign(always_found_.begin(), always_found_.end());
+    scan.found_count = static_cast<int>(std::count(scan.found.begin(), scan.found.end(), 1));
+}
+
+bool AhoCorasick::report(Scan& scan, std::int32_t node) const {
+    for (std::int32_t o = nodes_[node].out_link; o >= 0; o = nodes_[nodes_[o].fail].out_link) {
+        for (std::int32_t k = nodes_[o].out_head; k >= 0; k = out_next_[k]) {
+            const std::int32_t g = out_group_[k];
+            if (!scan.found[g]) {
+                scan.found[g] = 1;
+                ++scan.found_count;
+            }
+        }
+    }
+    return scan.found_count >= num_findable_;
+}
+
+namespace {
+// Bigram filter index of raw bytes b (first) and c (second): what one little-endian 16-bit load
+// of "bc" gives, so the scan loop can index the filter with a single load.
+inline unsigned bigram_index(unsigned char b, unsigned char c) {
+    return static_cast<unsigned>(b) | static_cast<unsigned>(c) << 8;
+}
+inline unsigned char ascii_upper(unsigned char c) {
+    return (c >= 'a' && c <= 'z') ? static_cast<unsigned char>(c - 32) : c;
+}
+}  // namespace
+
+void AhoCorasick::set_bigram(unsigned char b, unsigned char c) {
+    // Patterns are stored lower-cased when matched case-insensitively, but the filter is tested
+    // on raw text bytes: mark every ASCII case variant (harmless when the text is lower-case).
+    for (unsigned char first : {b, ascii_upper(b)})
+        for (unsigned char second : {c, ascii_upper(c)}) {
+            const unsigned bits = bigram_index(first, second);
+            std::uint64_t& word = bigram_[bits >> 6];
+            if (word == 0) bigram_words_set_.push_back(static_cast<std::uint16_t>(bits >> 6));
+            word |= std::uint64_t{1} << (bits & 63);
+        }
+}
+
+template <bool kLower>
+bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const {
+    auto byte_at = [p](std::size_t i) -> unsigned char { return kLower ? ascii_lower(p[i]) : p[i]; };
+    std::int32_t node = scan.node;
+    std::size_t i = 0;
+    while (i < size) {
+        if (node == 0) {
+            // Root skip (see the header): stay at the root until a bigram may start a pattern.
+            // The filter holds every case variant, so raw bytes are tested without lower-casing.
+            while (i + 1 < size) {
+                const unsigned bits = bigram_index(p[i], p[i + 1]);
+                if (bigram_[bits >> 6] >> (bits & 63) & 1) break;
+                ++i;
+            }
+            // Either a bigram hit at i, or i is the last byte of this piece: take the real step.
+            node = root_next_[byte_at(i)];
+        } else {
+            node = step(node, byte_at(i));
+        }
+        ++i;
+        if (nodes_[node].out_link >= 0 && report(scan, node)) {
+            scan.node = node;
+            return true;
+        }
+    }
+    scan.node = node;
+    return false;
+}
+
+bool AhoCorasick::feed(Scan& scan, const char* data, std::size_t size, bool lower) const {
+    if (scan.found_count >= num_findable_) return true;
+    const auto* p = reinterpret_cast<const unsigned char*>(data);
+    return lower ? feed_impl<true>(scan, p, size) : feed_impl<false>(scan, p, size);
+}
+
+}  // namespace stepgrpo

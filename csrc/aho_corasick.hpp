@@ -1,0 +1,85 @@
+// Aho-Corasick automaton over bytes: one pass over a text finds which pattern groups occur.
+//
+// Patterns are tagged with a group id; scanning marks a group as found when any of its patterns
+// occurs. The root has a dense 256-entry transition table (most bytes of a text leave the
+// automaton at the root, so the common case is one table lookup per byte); other nodes keep their
+// children in a byte-sorted sibling list and fall back along failure links. The whole trie lives
+// in one flat node array, so building one for a few dozen key-step forms costs a few microseconds.
+//
+// Root skip: while at the root, a byte b followed by c can only lead anywhere if some pattern
+// starts with the two bytes "bc" (or is the single byte "b"); a 65,536-bit bigram filter lets the
+// scan stay at the root otherwise. That is exact: from the depth-1 node for b, a byte c with no
+// child falls back to the root and then takes root_next_[c], the same state the skip reaches
+// (a one-byte pattern "b" sets every bit of row b, so the scan always stops there).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "text_bytes.hpp"
+
+namespace stepgrpo {
+
+class AhoCorasick {
+public:
+    AhoCorasick() = default;
+    // patterns[i] belongs to group pattern_groups[i] (0 <= group < num_groups). An empty pattern
+    // marks its group as found before any byte is scanned.
+    AhoCorasick(const std::vector<std::string>& patterns, const std::vector<int>& pattern_groups,
+                int num_groups);
+    // (Re)builds the automaton from the first `count` patterns, reusing this object's memory.
+    void build(const std::string* patterns, const int* pattern_groups, std::size_t count,
+               int num_groups);
+
+    int num_groups() const { return num_groups_; }
+    // Groups that some pattern can find (the early-exit target of a scan).
+    int num_findable_groups() const { return num_findable_; }
+
+    // Per-scan state: the automaton node plus which groups were found so far.
+    struct Scan {
+        std::int32_t node = 0;
+        int found_count = 0;
+        std::vector<std::uint8_t> found;
+    };
+    void begin(Scan& scan) const;
+    // Feeds bytes (lower-cased on the fly when `lower` is set). Returns true when every findable
+    // group has been found, so the caller may stop early.
+    bool feed(Scan& scan, const char* data, std::size_t size, bool lower) const;
+    void reset_node(Scan& scan) const { scan.node = 0; }
+
+private:
+    struct Node {
+        std::int32_t first_child = -1;   // children form a list sorted by byte (the root's
+                                         // children are in root_next_ instead)
+        std::int32_t next_sibling = -1;
+        std::int32_t fail = 0;
+        std::int32_t out_link = -1;      // nearest node on the failure chain (self included) that
+                                         // ends a pattern, or -1
+        std::int32_t out_head = -1;      // this node's own groups: list in out_group_/out_next_
+        unsigned char byte = 0;
+    };
+    std::int32_t child(std::int32_t node, unsigned char byte) const;
+    std::int32_t step(std::int32_t node, unsigned char byte) const;
+    bool report(Scan& scan, std::int32_t node) const;
+    template <bool kLower>
+    bool feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const;
+    void set_bigram(unsigned char first, unsigned char second);
+
+    int num_groups_ = 0;
+    int num_findable_ = 0;
+    std::vector<std::uint8_t> always_found_;  // per group: has an empty pattern
+    std::int32_t root_next_[256] = {};
+    // bit (b | c << 8): some pattern starts with "bc" (in any ASCII case), or "b" alone is a
+    // pattern (then every c)
+    std::uint64_t bigram_[65536 / 64] = {};
+    std::vector<std::uint16_t> bigram_words_set_;  // words of bigram_ to clear on the next build
+    std::vector<Node> nodes_;
+    std::vector<std::int32_t> out_group_;
+    std::vector<std::int32_t> out_next_;
+    std::vector<std::uint8_t> findable_scratch_;  // build-time buffers kept for reuse
+    std::vector<std::int32_t> queue_scratch_;
+    std::vector<std::int32_t> root_children_;
+};
+
+}  // namespace stepgrpo

@@ -1,0 +1,180 @@
+// Unit tests: Aho-Corasick against a brute-force search, matching in both modes, threading.
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aho_corasick.hpp"
+#include "matcher.hpp"
+#include "test_harness.hpp"
+
+using namespace stepgrpo;
+
+static std::vector<int> brute_force_groups(const std::string& text, const std::vector<std::string>& patterns,
+                                           const std::vector<int>& groups, int num_groups) {
+    std::vector<int> found(num_groups, 0);
+    for (std::size_t i = 0; i < patterns.size(); ++i)
+        if (text.find(patterns[i]) != std::string::npos) found[groups[i]] = 1;
+    return found;
+}
+
+TEST_CASE(aho_corasick_classic_patterns) {
+    const std::vector<std::string> patterns = {"he", "she", "his", "hers", "xyz"};
+    const std::vector<int> groups = {0, 1, 2, 3, 4};
+    AhoCorasick ac(patterns, groups, 5);
+    AhoCorasick::Scan scan;
+    ac.begin(scan);
+    const std::string text = "ushers";
+    ac.feed(scan, text.data(), text.size(), false);
+    CHECK_EQ(scan.found_count, 3);  // she, he, hers
+    CHECK(scan.found[0] && scan.found[1] && scan.found[3]);
+    CHECK(!scan.found[2] && !scan.found[4]);
+}
+
+TEST_CASE(aho_corasick_matches_brute_force_on_random_inputs) {
+    std::mt19937 rng(1234);
+    auto random_string = [&](std::size_t max_len, int alphabet) {
+        std::string s(rng() % (max_len + 1), 'a');
+        for (char& c : s) c = static_cast<char>('a' + rng() % alphabet);
+        return s;
+    };
+    for (int trial = 0; trial < 3000; ++trial) {
+        const int alphabet = 2 + trial % 4;
+        const int num_groups = 1 + static_cast<int>(rng() % 6);
+        std::vector<std::string> patterns;
+        std::vector<int> groups;
+        for (int g = 0; g < num_groups; ++g)
+            for (int f = 0, forms = 1 + static_cast<int>(rng() % 3); f < forms; ++f) {
+                patterns.push_back(random_string(5, alphabet));
+                groups.push_back(g);
+            }
+        const std::string text = random_string(60, alphabet);
+        AhoCorasick ac(patterns, groups, num_groups);
+        AhoCorasick::Scan scan;
+        ac.begin(scan);
+        // Feed in two pieces to exercise state carried across calls.
+        const std::size_t cut = text.size() / 2;
+        if (!ac.feed(scan, text.data(), cut, false)) ac.feed(scan, text.data() + cut, text.size() - cut, false);
+        const std::vector<int> expected = brute_force_groups(text, patterns, groups, num_groups);
+        for (int g = 0; g < num_groups; ++g) CHECK_EQ(static_cast<int>(scan.found[g]), expected[g]);
+    }
+}
+
+TEST_CASE(aho_corasick_lowercasing_scan_matches_brute_force) {
+    // Lower-case patterns, mixed-case text scanned with lower=true (the official mode's path),
+    // including one-byte patterns and a match spanning two fed pieces.
+    std::mt19937 rng(99);
+    const char alphabet[] = "abAB ";
+    for (int trial = 0; trial < 3000; ++trial) {
+        const int num_groups = 1 + static_cast<int>(rng() % 5);
+        std::vector<std::string> patterns;
+        std::vector<int> groups;
+        for (int g = 0; g < num_groups; ++g) {
+            std::string p(1 + rng() % 4, 'a');
+            for (char& c : p) c = "ab "[rng() % 3];
+            patterns.push_back(p);
+            groups.push_back(g);
+        }
+        std::string text(rng() % 40, 'a');
+        for (char& c : text) c = alphabet[rng() % 5];
+        std::string lowered = text;
+        for (char& c : lowered) c = static_cast<char>(ascii_lower(static_cast<unsigned char>(c)));
+        AhoCorasick ac(patterns, groups, num_groups);
+        AhoCorasick::Scan scan;
+        ac.begin(scan);
+        const std::size_t cut = text.empty() ? 0 : rng() % text.size();
+        if (!ac.feed(scan, text.data(), cut, true)) ac.feed(scan, text.data() + cut, text.size() - cut, true);
+        const std::vector<int> expected = brute_force_groups(lowered, patterns, groups, num_groups);
+        for (int g = 0; g < num_groups; ++g) CHECK_EQ(static_cast<int>(scan.found[g]), expected[g]);
+    }
+}
+
+static const std::string kResponse =
+    "### Image Description:\nAD is a median (not a step).\n### Rationales:\nr\n"
+    "### Step 1:\nSince AD is a Median, area ABD = \\frac{12}{2} = 6.\n"
+    "### Step 2:\nThen 6 / 2=3.\n### The final answer is:\n3";
+
+TEST_CASE(match_one_paper_and_official) {
+    const KeyStepGroups groups = {{"AD is a median", "median is AD"}, {"12/2 = 6"}, {"6/2 = 3"}, {"area ABE"}};
+    MatchScratch scratch;
+    KeyStepSets sets;
+    sets.add(groups);
+    CompiledKeySteps paper(sets, 0, Mode::kPaper);
+    CompiledKeySteps official(sets, 0, Mode::kOfficial);
+    CHECK_EQ(match_one(kResponse, paper, Mode::kPaper, scratch), 0.75);
+    // official: case-insensitive plain substring only, so "12/2 = 6" and "6/2 = 3" are missed.
+    CHECK_EQ(match_one(kResponse, official, Mode::kOfficial, scratch), 0.25);
+}
+
+TEST_CASE(empty_forms_and_groups) {
+    MatchScratch scratch;
+    KeyStepSets sets;
+    sets.add(KeyStepGroups{{""}, {"zzz"}});
+    sets.add(KeyStepGroups{});
+    CompiledKeySteps official(sets, 0, Mode::kOfficial);
+    CompiledKeySteps paper(sets, 0, Mode::kPaper);
+    CHECK_EQ(match_one("no steps at all", official, Mode::kOfficial, scratch), 0.5);
+    CHECK_EQ(match_one("### Step 1: abc", paper, Mode::kPaper, scratch), 0.0);
+    CompiledKeySteps none(sets, 1, Mode::kPaper);
+    CHECK_EQ(match_one(kResponse, none, Mode::kPaper, scratch), 0.0);
+}
+
+TEST_CASE(batch_results_do_not_depend_on_threads) {
+    std::vector<std::string> storage;
+    std::mt19937 rng(7);
+    const std::vector<std::string> words = {"AD is a median", "12/2 = 6", "filler", "6/2 = 3", "\n"};
+    for (int i = 0; i < 500; ++i) {
+        std::string s = "### Step 1:\n";
+        for (int w = 0; w < 10; ++w) s += words[rng() % words.size()] + " ";
+        storage.push_back(s);
+    }
+    std::vector<Bytes> texts(storage.begin(), storage.end());
+    KeyStepSets sets;
+    sets.add(KeyStepGroups{{"AD is a median"}, {"12/2 = 6"}});
+    sets.add(KeyStepGroups{{"6/2 = 3"}});
+    std::vector<int> set_index(texts.size());
+    for (std::size_t i = 0; i < set_index.size(); ++i) set_index[i] = static_cast<int>(i % 2);
+    for (Mode mode : {Mode::kPaper, Mode::kOfficial}) {
+        const auto one = match_batch(texts, sets, set_index, mode, 1);
+        const auto four = match_batch(texts, sets, set_index, mode, 4);
+        CHECK(one == four);
+        const auto v1 = validity_batch(texts, mode, 1);
+        const auto v4 = validity_batch(texts, mode, 4);
+        CHECK(v1 == v4);
+    }
+}
+
+TEST_CASE(key_step_sets_arena_and_compiled_reuse) {
+    KeyStepSets sets;
+    CHECK_EQ(sets.add(KeyStepGroups{{"a", "bb"}, {"ccc"}}), 0u);
+    CHECK_EQ(sets.add(KeyStepGroups{{"dd"}}), 1u);
+    CHECK_EQ(sets.num_sets(), 2u);
+    CHECK_EQ(sets.group_end(0) - sets.group_begin(0), 2u);
+    CHECK_EQ(std::string(sets.form(sets.form_begin(1) )), std::string("ccc"));
+    sets.drop_last_set();
+    CHECK_EQ(sets.num_sets(), 1u);
+    CHECK_EQ(sets.add(KeyStepGroups{{"zz"}, {"bb"}}), 1u);
+    CHECK_EQ(std::string(sets.form(sets.form_begin(sets.group_begin(1)))), std::string("zz"));
+    // One CompiledKeySteps object re-assigned to different sets gives fresh results each time.
+    CompiledKeySteps compiled;
+    MatchScratch scratch;
+    compiled.assign(sets, 0, Mode::kOfficial);
+    CHECK_EQ(match_one("### Step 1: a ccc", compiled, Mode::kOfficial, scratch), 1.0);
+    compiled.assign(sets, 1, Mode::kOfficial);
+    CHECK_EQ(match_one("### Step 1: a ccc", compiled, Mode::kOfficial, scratch), 0.0);
+    CHECK_EQ(match_one("### Step 1: zz bb", compiled, Mode::kOfficial, scratch), 1.0);
+}
+
+TEST_CASE(resolve_threads_rules) {
+    CHECK_EQ(resolve_threads(4, 1000, 32), 4u);
+    CHECK_EQ(resolve_threads(4, 10, 32), 1u);
+    CHECK(resolve_threads(0, 100000, 32) >= 1u);
+    bool threw = false;
+    try {
+        resolve_threads(-1, 10, 32);
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw);
+}
+
+int main() { return run_all_tests(); }
