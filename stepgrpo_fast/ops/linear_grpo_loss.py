@@ -1,0 +1,256 @@
+"""Triton: the GRPO loss and its gradients straight from hidden states, no [N, V] logits.
+
+Only counted tokens (weight != 0) are processed: the launcher compacts their row indices, so
+masked padding costs nothing. M = counted tokens, tokens always on grid axis 0.
+
+  1. _lse_partial_kernel   grid (M/BLOCK_M, SPLITS): tiles z = (h W^T + b) / T over a slice of
+                           the vocabulary with an online max / sum-exp (running max starts at -inf)
+                           and picks up the target logit. SPLITS > 1 splits V across programs so a
+                           small M still fills the GPU; partials are [SPLITS, M].
+  2. _token_coef_kernel    grid (M/BLOCK,): merges the partials -> lse, logp; applies the GRPO
+                           maths (ops/grpo_loss.py:grpo_token_math) -> the loss coefficient
+                           coef = d(loss)/d(logp) / T per token, and per-block loss/metric partials.
+  3. _grad_tile_kernel     grid (M/BLOCK_M, V/BLOCK_V): recomputes its logits tile, forms
+                           dZ = coef * (onehot(y) - softmax(z)) in registers, then per H block
+                           dH[rows] += dZ W and dW[cols] += dZ^T h via fp32 atomics (db likewise).
+
+Why atomics for dW (and dH) rather than a separate kernel over vocab blocks: a vocab-block dW
+kernel would have to recompute every logits tile once more (5 GEMM-sized passes instead of 4) and
+its programs own a [BLOCK_V, H] fp32 accumulator, too large for registers at H ~ 900-4096, so it
+would round-trip dW through global memory anyway. With the 2-D tile grid the one recompute feeds
+both dH and dW while the tile is in registers, and the grid has (M/BLOCK_M)(V/BLOCK_V) programs
+(thousands for Qwen's V), which keeps every SM busy even for short batches. Cost: fp32 atomic
+traffic of (M/BLOCK_M) V H + (V/BLOCK_V) M H adds and a run-to-run order of summation that is not
+bit-deterministic.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..reference.grpo_loss import NUM_STATS
+from .grpo_loss import _require_triton, reduce_stats
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover
+    triton = None
+    tl = None
+
+if triton is not None:
+    from .grpo_loss import grpo_token_math, store_token_stats
+
+    @triton.jit
+    def _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, inv_t,
+                     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
+                     BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+        """fp32 [BLOCK_M, BLOCK_V] tile of (h[rows] W[cols]^T + b[cols]) / T; -inf outside V."""
+        acc = tl.zeros((BLOCK_M, BLOCK_V), tl.float32)
+        for k0 in range(0, H, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < H
+            h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            w = tl.load(w_ptr + cols[:, None] * H + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        acc = acc * inv_t
+        return tl.where(col_ok[None, :], acc, float("-inf"))
+
+    @triton.jit
+    def _lse_partial_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, max_ptr, sum_ptr, tgt_ptr,
+                            M, V, H, inv_t, blocks_per_split,
+                            HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
+                            BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+        pid_m = tl.program_id(0)
+        split = tl.program_id(1)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < M
+        rows = tl.load(rows_ptr + offs_m, mask=row_ok, other=0).to(tl.int64)
+        y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
+        run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        run_sum = tl.zeros((BLOCK_M,), tl.float32)
+        target = tl.zeros((BLOCK_M,), tl.float32)
+        v_start = split * blocks_per_split * BLOCK_V
+        v_stop = tl.minimum(v_start + blocks_per_split * BLOCK_V, V)
+        for v0 in range(v_start, v_stop, BLOCK_V):
+            cols = v0 + tl.arange(0, BLOCK_V)
+            col_ok = cols < v_stop
+            z = _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols.to(tl.int64), col_ok, H, inv_t,
+                             HAS_BIAS, BLOCK_M, BLOCK_V, BLOCK_K, DOT_PRECISION)
+            new_max = tl.maximum(run_max, tl.max(z, axis=1))
+            run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
+            run_max = new_max
+            target += tl.sum(tl.where(cols[None, :] == y[:, None], z, 0.0), axis=1)
+        out = split.to(tl.int64) * M + offs_m
+        tl.store(max_ptr + out, run_max, mask=row_ok)
+        tl.store(sum_ptr + out, run_sum, mask=row_ok)
+        tl.store(tgt_ptr + out, target, mask=row_ok)
+
+    @triton.jit
+    def _token_coef_kernel(max_ptr, sum_ptr, tgt_ptr, rows_ptr, w_ptr, adv_ptr, old_ptr, ref_ptr,
+                           lse_ptr, coef_ptr, stats_ptr, M, SPLITS, beta, eps_low, eps_high, inv_t,
+                           HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        ok = offs < M
+        big_max = tl.full((BLOCK,), float("-inf"), tl.float32)
+        for s in range(SPLITS):
+            big_max = tl.maximum(big_max, tl.load(max_ptr + s * M + offs, mask=ok, other=float("-inf")))
+        big_max = tl.where(ok, big_max, 0.0)
+        total = tl.zeros((BLOCK,), tl.float32)
+        target = tl.zeros((BLOCK,), tl.float32)
+        for s in range(SPLITS):
+            m_s = tl.load(max_ptr + s * M + offs, mask=ok, other=float("-inf"))
+            total += tl.load(sum_ptr + s * M + offs, mask=ok, other=0.0) * tl.exp(m_s - big_max)
+            target += tl.load(tgt_ptr + s * M + offs, mask=ok, other=0.0)
+        lse = big_max + tl.log(tl.where(ok, total, 1.0))
+        logp = target - lse
+        rows = tl.load(rows_ptr + offs, mask=ok, other=0).to(tl.int64)
+        w = tl.load(w_ptr + rows, mask=ok, other=0.0)
+        adv = tl.load(adv_ptr + rows, mask=ok, other=0.0)
+        old = logp
+        ref = logp
+        if HAS_OLD:
+            old = tl.load(old_ptr + rows, mask=ok, other=0.0)
+        if HAS_REF:
+            ref = tl.load(ref_ptr + rows, mask=ok, other=0.0)
+        loss, grad, kl, low_f, high_f, ratio, counted = grpo_token_math(
+            logp, old, ref, adv, w, beta, eps_low, eps_high, HAS_OLD, HAS_REF)
+        tl.store(lse_ptr + offs, lse, mask=ok)
+        tl.store(coef_ptr + offs, grad * inv_t, mask=ok)
+        store_token_stats(stats_ptr + pid * 8, loss, kl, low_f, high_f, ratio, counted)
+
+    @triton.jit
+    def _grad_tile_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, lse_ptr, coef_ptr,
+                          dh_ptr, dw_ptr, db_ptr, M, V, H, inv_t,
+                          HAS_BIAS: tl.constexpr, NEED_DH: tl.constexpr, NEED_DW: tl.constexpr,
+                          NEED_DB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
+                          BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_v = tl.program_id(1)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < M
+        coef = tl.load(coef_ptr + offs_m, mask=row_ok, other=0.0)
+        if tl.max(tl.abs(coef), axis=0) > 0.0:  # else nothing flows back through these tokens
+            rows = tl.load(rows_ptr + offs_m, mask=row_ok, other=0).to(tl.int64)
+            y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
+            lse = tl.load(lse_ptr + offs_m, mask=row_ok, other=0.0)
+            cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+            col_ok = cols < V
+            z = _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, inv_t,
+                             HAS_BIAS, BLOCK_M, BLOCK_V, BLOCK_K, DOT_PRECISION)
+            p = tl.exp(z - lse[:, None])
+            onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
+            dz = coef[:, None] * (onehot - p)
+            dz = tl.where(row_ok[:, None] & col_ok[None, :], dz, 0.0)
+            if NEED_DB:
+                tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok)
+            dz_in = dz.to(h_ptr.dtype.element_ty)
+            for k0 in range(0, H, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                k_ok = ks < H
+                row_k = rows[:, None] * H + ks[None, :]
+                row_k_ok = row_ok[:, None] & k_ok[None, :]
+                col_k = cols[:, None] * H + ks[None, :]
+                col_k_ok = col_ok[:, None] & k_ok[None, :]
+                if NEED_DH:
+                    w = tl.load(w_ptr + col_k, mask=col_k_ok, other=0.0)
+                    dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
+                    tl.atomic_add(dh_ptr + row_k, dh, mask=row_k_ok)
+                if NEED_DW:
+                    h = tl.load(h_ptr + row_k, mask=row_k_ok, other=0.0)
+                    dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
+                    tl.atomic_add(dw_ptr + col_k, dw, mask=col_k_ok)
+
+
+# sm_90 bf16, 8 warps (checked with triton.compile + cuobjdump on this CPU machine): the lse kernel
+# at 64/128/64 uses 254 registers, no spills; the gradient kernel spills 472 B of stack at
+# BLOCK_K=64 and none at 32, hence its own BLOCK_K_GRAD.
+DEFAULT_BLOCKS = {"BLOCK_M": 64, "BLOCK_V": 128, "BLOCK_K": 64, "BLOCK_K_GRAD": 32}
+
+
+def _num_splits(m_blocks: int, v_blocks: int, device: torch.device) -> int:
+    """Vocabulary splits for the lse pass: aim at ~4 programs per SM on GPU; 1 in the interpreter."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(v_blocks, -(-4 * sms // max(m_blocks, 1))))
+
+
+def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref_logp, *, beta,
+                            epsilon_low, epsilon_high, temperature=1.0, bias=None, need_hidden_grad=True,
+                            need_weight_grad=True, need_bias_grad=True, blocks=None, splits=None,
+                            num_warps=None):
+    """Same contract as reference.grpo_loss.linear_grpo_loss_chunked, on Triton kernels.
+
+    hidden [N,H], weight [V,H] (fp16/bf16/fp32, same dtype), targets [N] int64, weights / adv /
+    old / ref [N] fp32 (or None). ``blocks`` overrides BLOCK_M/BLOCK_V/BLOCK_K(/BLOCK_K_GRAD, which
+    defaults to BLOCK_K when ``blocks`` is given; tests pass large blocks to keep the interpreter
+    fast), ``splits`` the number of vocabulary splits.
+    Returns (loss, dH [N,H] fp32 | None, dW [V,H] fp32 | None, db [V] fp32 | None, stats [8]).
+    """
+    _require_triton()
+    cfg = {**DEFAULT_BLOCKS, **(blocks or {})}
+    bm, bv, bk = cfg["BLOCK_M"], cfg["BLOCK_V"], cfg["BLOCK_K"]
+    bk_grad = cfg["BLOCK_K_GRAD"] if blocks is None or "BLOCK_K_GRAD" in blocks else bk
+    device = hidden.device
+    n, h_dim = hidden.shape
+    v = weight.shape[0]
+    if hidden.dtype == torch.float64:
+        hidden, weight = hidden.float(), weight.float()
+        bias = None if bias is None else bias.float()
+    precision = "ieee" if hidden.dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+    hidden, weight = hidden.contiguous(), weight.contiguous()
+    b_arg = bias.contiguous() if bias is not None else hidden  # dummy pointer when HAS_BIAS is False
+    f32 = (lambda t: None if t is None else t.to(torch.float32).contiguous())
+    weights, adv, old_logp, ref_logp = f32(weights), f32(adv), f32(old_logp), f32(ref_logp)
+    targets = targets.to(torch.int64).contiguous()
+
+    rows = torch.nonzero(weights != 0).squeeze(1).contiguous()
+    m = rows.numel()
+    d_h = torch.zeros(n, h_dim, dtype=torch.float32, device=device) if need_hidden_grad else None
+    d_w = torch.zeros(v, h_dim, dtype=torch.float32, device=device) if need_weight_grad else None
+    need_db = bias is not None and need_bias_grad
+    d_b = torch.zeros(v, dtype=torch.float32, device=device) if need_db else None
+    if m == 0:
+        stats = torch.zeros(NUM_STATS, dtype=torch.float32, device=device)
+        stats[6], stats[7] = float("inf"), float("-inf")
+        return stats[0].clone(), d_h, d_w, d_b, stats
+
+    inv_t = 1.0 / float(temperature)
+    m_blocks, v_blocks = triton.cdiv(m, bm), triton.cdiv(v, bv)
+    n_splits = splits or _num_splits(m_blocks, v_blocks, device)
+    n_splits = max(1, min(n_splits, v_blocks))
+    per_split = triton.cdiv(v_blocks, n_splits)
+    n_splits = triton.cdiv(v_blocks, per_split)
+    part_max = torch.empty(n_splits, m, dtype=torch.float32, device=device)
+    part_sum = torch.empty_like(part_max)
+    part_tgt = torch.empty_like(part_max)
+    warps = num_warps or 8
+    _lse_partial_kernel[(m_blocks, n_splits)](
+        hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt, m, v, h_dim, inv_t, per_split,
+        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk, DOT_PRECISION=precision,
+        num_warps=warps)
+
+    lse = torch.empty(m, dtype=torch.float32, device=device)
+    coef = torch.empty_like(lse)
+    token_block = min(1024, triton.next_power_of_2(m))
+    coef_blocks = triton.cdiv(m, token_block)
+    partials = torch.empty(coef_blocks, NUM_STATS, dtype=torch.float32, device=device)
+    _token_coef_kernel[(coef_blocks,)](
+        part_max, part_sum, part_tgt, rows, weights, adv, old_logp if old_logp is not None else weights,
+        ref_logp if ref_logp is not None else weights, lse, coef, partials, m, n_splits,
+        float(beta), float(epsilon_low), float(epsilon_high), inv_t,
+        HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, BLOCK=token_block)
+    stats = reduce_stats(partials)
+
+    if need_hidden_grad or need_weight_grad or need_db:
+        dummy = part_max
+        _grad_tile_kernel[(m_blocks, v_blocks)](
+            hidden, weight, b_arg, rows, targets, lse, coef,
+            d_h if d_h is not None else dummy, d_w if d_w is not None else dummy,
+            d_b if d_b is not None else dummy, m, v, h_dim, inv_t,
+            HAS_BIAS=bias is not None, NEED_DH=need_hidden_grad, NEED_DW=need_weight_grad, NEED_DB=need_db,
+            BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk_grad, DOT_PRECISION=precision, num_warps=warps)
+    return stats[0].clone(), d_h, d_w, d_b, stats
