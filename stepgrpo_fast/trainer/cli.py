@@ -1,0 +1,155 @@
+"""`stepgrpo sft`, `stepgrpo train` and `stepgrpo eval`.
+
+    stepgrpo sft   --config sft.yaml      [--set key=value ...] [--resume [CHECKPOINT]]
+    stepgrpo train --config stepgrpo.yaml [--set key=value ...] [--resume [CHECKPOINT]]
+    stepgrpo eval  --model DIR --data FILE.jsonl [--max-new-tokens N] [--predictions OUT.jsonl]
+
+Both training commands run the same under ``accelerate launch [--config_file ...] -m
+stepgrpo_fast.cli train ...``. Heavy imports (torch, transformers) happen inside the run_*
+functions so that ``stepgrpo --help`` stays fast. A bad config, bad data or a corrupt
+checkpoint prints one ``error: ...`` line (naming the file / line / field) and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="YAML file with the run's options (see stepgrpo_fast/configs/)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one option (repeatable), e.g. --set learning_rate=1e-6",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the latest verified checkpoint in output_dir, or from CHECKPOINT",
+    )
+
+
+def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_training_arguments(parser)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_training_arguments(parser)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="checkpoint directory (e.g. OUTPUT/final_model)"
+    )
+    parser.add_argument(
+        "--data", required=True, help="JSON / JSONL records (STEPGRPO_SPEC.md section 5)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--reward-mode", choices=("paper", "official"), default="paper")
+    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
+    parser.add_argument(
+        "--predictions", default=None, help="write per-record completions to this JSONL"
+    )
+    parser.add_argument("--output", default=None, help="write the metrics JSON to this file too")
+    parser.add_argument(
+        "--device", default=None, help="cpu / cuda / cuda:1 (default: cuda when available)"
+    )
+    parser.add_argument("--max-pixels", type=int, default=None)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from stepgrpo_fast.trainer.checkpoint import CorruptCheckpointError
+
+    return (ValueError, TypeError, FileNotFoundError, CorruptCheckpointError)
+
+
+def _train(kind: str, args: argparse.Namespace) -> int:
+    from stepgrpo_fast.trainer.loop import run_config
+
+    config_cls, run = run_config(kind)
+    try:
+        config = config_cls.from_yaml(args.config, overrides=args.overrides)
+        summary = run(config, resume=args.resume)
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2, default=str))
+
+
+def run_sft(args: argparse.Namespace) -> int:
+    return _train("sft", args)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    return _train("stepgrpo", args)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from stepgrpo_fast.trainer.evaluate import evaluate
+
+    try:
+        result = evaluate(
+            args.model,
+            args.data,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            reward_mode=args.reward_mode,
+            alpha=args.alpha,
+            limit=args.limit,
+            predictions_path=args.predictions,
+            device=args.device,
+            max_pixels=args.max_pixels,
+        )
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m stepgrpo_fast.trainer.cli sft|train|eval ...``) until the
+    subcommands are registered in stepgrpo_fast/cli.py."""
+    parser = argparse.ArgumentParser(prog="stepgrpo")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add, run in (
+        ("sft", add_sft_arguments, run_sft),
+        ("train", add_train_arguments, run_train),
+        ("eval", add_eval_arguments, run_eval),
+    ):
+        p = sub.add_parser(name)
+        add(p)
+        p.set_defaults(_run=run)
+    args = parser.parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Episodes: completions -> StepRAR / StepRVR rewards -> group-relative advantages.
+
+    texts [N = B*M] + the record of each row -> r_acc [N], r_val [N], k [N]
+    reward = w_acc * r_acc + w_val * r_val                         [N]
+    advantages = group_advantages(reward, M, scale=...)             [N]
+
+Rows are prompt-major: rows i*M .. i*M+M-1 are the M completions of prompt i (one group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import importlib
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+@dataclass
+class Episodes:
+    """Per-completion rewards and advantages, all float32 [N]."""
+
+    reward: torch.Tensor
+    reward_accuracy: torch.Tensor
+    reward_validity: torch.Tensor
+    key_step_match: torch.Tensor
+    answer_correct: torch.Tensor
+    advantages: torch.Tensor
+    num_generations: int
+    extra: dict[str, torch.Tensor] | None = None  # name -> unweighted extra reward [N]
+
+    def metrics(self) -> dict[str, float]:
+        """Batch means plus the mean within-group reward std and the share of flat groups."""
+        groups = self.reward.view(-1, self.num_generations)
+        group_std = groups.std(dim=1, unbiased=True)
+        return {
+            "reward": self.reward.mean().item(),
+            "reward_std": self.reward.std(unbiased=True).item() if self.reward.numel() > 1 else 0.0,
+            "reward_accuracy": self.reward_accuracy.mean().item(),
+            "reward_validity": self.reward_validity.mean().item(),
+            "accuracy": self.answer_correct.mean().item(),
+            "validity": self.reward_validity.mean().item(),
+            "key_step_match": self.key_step_match.mean().item(),
+            "group_reward_std": group_std.mean().item(),
+            "frac_flat_groups": (group_std == 0).float().mean().item(),
+            **{
+                f"reward_{name}": values.mean().item()
+                for name, values in (self.extra or {}).items()
+            },
+        }
+
+    def row(self, i: int) -> dict[str, float]:
+        """Reward components of completion i (for sample logs)."""
+        return {
+            "reward": self.reward[i].item(),
+            "reward_accuracy": self.reward_accuracy[i].item(),
+            "reward_validity": self.reward_validity[i].item(),
+            "key_step_match": self.key_step_match[i].item(),
+            "advantage": self.advantages[i].item(),
+            **{f"reward_{name}": values[i].item() for name, values in (self.extra or {}).items()},
+        }
+
+
+ExtraReward = tuple[str, Callable[..., Sequence[float]], float]
+
+
+def load_reward_function(spec: str) -> Callable[..., Sequence[float]]:
+    """'package.module:function' -> the callable (TRL reward contract: keyword arguments,
+    ``completions`` plus dataset columns, one float per completion)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"extra reward {spec!r}: cannot import module {module_name!r} ({exc})"
+        ) from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"extra reward {spec!r}: {module_name} has no callable {attr!r}")
+    return fn
+
+
+def load_extra_rewards(specs: Sequence[str], weights: Sequence[float]) -> list[ExtraReward]:
+    if len(specs) != len(weights):
+        raise ValueError(f"{len(specs)} extra reward functions but {len(weights)} weights")
+    return [
+        (spec.partition(":")[2], load_reward_function(spec), float(w))
+        for spec, w in zip(specs, weights)
+    ]
+
+
+def score_completions(
+    texts: Sequence[str],
+    solutions: Sequence[str],
+    key_steps: Sequence[Any],
+    *,
+    mode: str = "paper",
+    alpha: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """StepRAR, StepRVR and key-step match of every completion -> float32 [N] tensors.
+
+    answer_correct is recovered from r_acc: in both modes r_acc - alpha * k is 1 for a correct
+    answer and <= 0 otherwise (paper mode gives 0 without an answer even when k > 0).
+    """
+    from stepgrpo_fast import rewards
+
+    n = len(texts)
+    if len(solutions) != n or len(key_steps) != n:
+        raise ValueError(
+            f"need one solution and one key_steps per completion: {n} completions, "
+            f"{len(solutions)} solutions, {len(key_steps)} key_steps"
+        )
+    texts = list(texts)
+    r_acc = rewards.step_accuracy_reward(
+        texts, solution=list(solutions), key_steps=list(key_steps), mode=mode, alpha=alpha
+    )
+    r_val = rewards.step_validity_reward(texts, mode=mode)
+    k = rewards.match_key_steps(texts, list(key_steps), mode=mode)
+    acc = torch.tensor(r_acc, dtype=torch.float32)
+    match = torch.tensor(k, dtype=torch.float32)
+    return {
+        "reward_accuracy": acc,
+        "reward_validity": torch.tensor(r_val, dtype=torch.float32),
+        "key_step_match": match,
+        "answer_correct": ((acc - alpha * match) > 0.5).float(),
+    }
+
+
+def build_episodes(
+    texts: Sequence[str],
+    records: Sequence[Any],
+    *,
+    num_generations: int,
+    reward_weights: Sequence[float] = (1.0, 1.0),
+    mode: str = "paper",
+    alpha: float = 0.1,
+    advantage_scale: str = "group",
+    extra_rewards: Sequence[ExtraReward] = (),
+) -> Episodes:
+    """Score N = B*M completions against their prompts' records and compute advantages.
+
+    records: one per prompt (B of them; each has .solution and .key_steps) or one per row (N).
+    extra_rewards: (name, fn, weight) added to the reward; fn gets completions=, solution=,
+                   key_steps=, question= (lists of N) and returns N floats.
+    """
+    from stepgrpo_fast.functional import group_advantages
+
+    n = len(texts)
+    if n % num_generations:
+        raise ValueError(f"{n} completions is not a multiple of num_generations={num_generations}")
+    if len(records) == n // num_generations:
+        records = [r for r in records for _ in range(num_generations)]
+    elif len(records) != n:
+        raise ValueError(
+            f"{len(records)} records for {n} completions (M={num_generations}): "
+            "give one per prompt or one per completion"
+        )
+    parts = score_completions(
+        texts, [r.solution for r in records], [r.key_steps for r in records], mode=mode, alpha=alpha
+    )
+    w_acc, w_val = (float(w) for w in reward_weights)
+    reward = w_acc * parts["reward_accuracy"] + w_val * parts["reward_validity"]  # [N]
+    extra: dict[str, torch.Tensor] = {}
+    for name, fn, weight in extra_rewards:
+        values = fn(
+            completions=list(texts),
+            solution=[r.solution for r in records],
+            key_steps=[r.key_steps for r in records],
+            question=[r.question for r in records],
+        )
+        values = torch.tensor([float(v) for v in values], dtype=torch.float32)
+        if values.shape != (n,):
+            raise ValueError(
+                f"extra reward {name!r} returned {values.numel()} values for {n} completions"
+            )
+        extra[name] = values
+        reward = reward + weight * values
+    advantages = group_advantages(reward, num_generations, scale=advantage_scale).float()  # [N]
+    return Episodes(
+        reward=reward, advantages=advantages, num_generations=num_generations, extra=extra, **parts
+    )

@@ -1,0 +1,243 @@
+"""Fused policy-update pieces: no [N, V] logits tensor is ever built.
+
+    sequence   = prompt (P tokens, left-padded, image tokens inside) ++ completion (C tokens)
+    hidden     = decoder_hidden_states(model, ...)           [N, P+C, H]  (through the vision tower)
+    h_comp     = hidden[:, P-1 : P-1+C]                      [N, C, H]    h_comp[t] -> token t
+    logp       = linear_logprobs(h_comp, W_lm, completion, temperature)   [N, C]
+    loss       = linear_grpo_loss(h_comp, W_lm, completion, mask, A, ref_logp, old_logp, ...)
+
+The reference log-probs come from a frozen copy of the starting model under no_grad; the old
+log-probs (num_iterations > 1) from the policy before the first update on a batch. The SFT loss
+is the mean NLL of the label tokens through the same fused op.
+
+:class:`PolicyObjective` wraps the HF model so that ``accelerator.prepare`` (DDP / DeepSpeed) sees
+the whole loss computation inside one ``forward`` and synchronises the gradients as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from stepgrpo_fast.trainer.modeling import decoder_hidden_states, lm_head
+
+ROW_KEYS_EXTENDED_WITH_ZEROS = ("mm_token_type_ids", "token_type_ids")
+PER_IMAGE_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
+@dataclass
+class PolicyBatch:
+    """One micro-batch of N = B*M completions ready for the loss.
+
+    model_inputs:    input_ids / attention_mask [N, P+C] (+ mm_token_type_ids [N, P+C],
+                     pixel_values [patches, D], image_grid_thw [images, 3])
+    prompt_length:   P
+    completion_ids:  [N, C] long
+    completion_mask: [N, C] long (1 up to and including the first EOS)
+    advantages:      [N] float32
+    ref_logp:        [N, C] float32 or None (beta == 0)
+    old_logp:        [N, C] float32 or None (num_iterations == 1: ratio = exp(logp - logp.detach()))
+    """
+
+    model_inputs: dict[str, torch.Tensor]
+    prompt_length: int
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    advantages: torch.Tensor
+    ref_logp: torch.Tensor | None = None
+    old_logp: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "PolicyBatch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self,
+            model_inputs={k: v.to(device) for k, v in self.model_inputs.items()},
+            completion_ids=move(self.completion_ids),
+            completion_mask=move(self.completion_mask),
+            advantages=move(self.advantages),
+            ref_logp=move(self.ref_logp),
+            old_logp=move(self.old_logp),
+        )
+
+
+def build_policy_batch(
+    prompt_inputs: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    advantages: torch.Tensor,
+) -> PolicyBatch:
+    """Concatenate the (repeated) prompts and their completions into model inputs.
+
+    prompt_inputs: input_ids / attention_mask [N, P] (+ per-row token types, per-image tensors)
+    completion_ids / completion_mask: [N, C];  advantages: [N]
+    """
+    prompt_ids = prompt_inputs["input_ids"]
+    n, p = prompt_ids.shape
+    if completion_ids.shape[0] != n or completion_mask.shape != completion_ids.shape:
+        raise ValueError(
+            f"prompt rows {n}, completion_ids {list(completion_ids.shape)}, "
+            f"completion_mask {list(completion_mask.shape)} do not line up"
+        )
+    if advantages.shape != (n,):
+        raise ValueError(f"advantages must be [{n}], got {list(advantages.shape)}")
+    c = completion_ids.shape[1]
+    inputs: dict[str, torch.Tensor] = {
+        "input_ids": torch.cat([prompt_ids, completion_ids], dim=1),  # [N, P+C]
+        "attention_mask": torch.cat(
+            [
+                prompt_inputs["attention_mask"],
+                completion_mask.to(prompt_inputs["attention_mask"].dtype),
+            ],
+            dim=1,
+        ),
+    }
+    for key, value in prompt_inputs.items():
+        if key in ("input_ids", "attention_mask"):
+            continue
+        if key in PER_IMAGE_KEYS:
+            inputs[key] = value
+        elif key in ROW_KEYS_EXTENDED_WITH_ZEROS:
+            inputs[key] = torch.cat([value, value.new_zeros(n, c)], dim=1)
+        else:
+            raise ValueError(
+                f"do not know how to extend prompt input {key!r} "
+                f"(shape {list(value.shape)}) over the completion"
+            )
+    return PolicyBatch(inputs, p, completion_ids, completion_mask, advantages.float())
+
+
+def completion_hidden_states(model: nn.Module, batch: PolicyBatch) -> torch.Tensor:
+    """[N, C, H]: the hidden state that predicts each completion token."""
+    hidden = decoder_hidden_states(model, **batch.model_inputs)  # [N, P+C, H]
+    p, c = batch.prompt_length, batch.completion_ids.shape[1]
+    return hidden[:, p - 1 : p - 1 + c]  # [N, C, H]
+
+
+@torch.no_grad()
+def completion_logprobs(
+    model: nn.Module, batch: PolicyBatch, *, temperature: float = 1.0, impl: str = "auto"
+) -> torch.Tensor:
+    """log pi(completion_t | prefix) / T-tempered, [N, C] float32, no grad (reference / old)."""
+    from stepgrpo_fast.functional import linear_logprobs
+
+    head = lm_head(model)
+    hidden = completion_hidden_states(model, batch)
+    return linear_logprobs(
+        hidden,
+        head.weight,
+        batch.completion_ids,
+        bias=head.bias,
+        temperature=temperature,
+        impl=impl,
+    ).float()
+
+
+def sft_nll(
+    model: nn.Module, inputs: dict[str, torch.Tensor], *, impl: str = "auto"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean NLL over label tokens (labels != -100), via the fused log-prob op.
+
+    inputs: encode_sft output: input_ids / attention_mask / labels [B, S] (+ image tensors)
+    """
+    from stepgrpo_fast.functional import linear_logprobs
+
+    labels = inputs["labels"]
+    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = decoder_hidden_states(model, **model_inputs)  # [B, S, H]
+    targets = labels[:, 1:]  # [B, S-1]
+    keep = targets != -100
+    if not bool(keep.any()):
+        raise ValueError("SFT batch has no label tokens (every label is -100)")
+    h = hidden[:, :-1][keep]  # [T, H]
+    head = lm_head(model)
+    logp = linear_logprobs(h, head.weight, targets[keep], bias=head.bias, impl=impl)  # [T]
+    loss = -logp.mean()
+    return loss, {"nll": loss.detach(), "num_label_tokens": keep.sum().detach().float()}
+
+
+class PolicyObjective(nn.Module):
+    """The HF model plus the fused StepGRPO / SFT losses in one ``forward`` (for DDP wrapping).
+
+    forward(batch: PolicyBatch)          -> (GRPO loss, metrics)
+    forward(sft_inputs=dict, sft=True)   -> (NLL, metrics)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        beta: float = 0.04,
+        epsilon_low: float = 0.2,
+        epsilon_high: float = 0.2,
+        temperature: float = 1.0,
+        loss_type: str = "grpo",
+        max_completion_length: int | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.beta = beta
+        self.epsilon_low = epsilon_low
+        self.epsilon_high = epsilon_high
+        self.temperature = temperature
+        self.loss_type = loss_type
+        self.max_completion_length = max_completion_length
+        self.impl = impl
+
+    def forward(
+        self,
+        batch: PolicyBatch | None = None,
+        *,
+        sft_inputs: dict[str, Any] | None = None,
+        sft: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if sft:
+            return sft_nll(self.model, sft_inputs, impl=self.impl)
+        return self.grpo(batch)
+
+    def grpo(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from stepgrpo_fast.functional import linear_grpo_loss
+
+        if self.beta > 0 and batch.ref_logp is None:
+            raise ValueError("beta > 0 needs batch.ref_logp (reference log-probs)")
+        head = lm_head(self.model)
+        hidden = completion_hidden_states(self.model, batch)  # [N, C, H]
+        loss, metrics = linear_grpo_loss(
+            hidden,
+            head.weight,
+            batch.completion_ids,
+            batch.completion_mask,
+            batch.advantages,
+            old_logp=batch.old_logp,
+            ref_logp=batch.ref_logp if self.beta > 0 else None,
+            beta=self.beta,
+            epsilon_low=self.epsilon_low,
+            epsilon_high=self.epsilon_high,
+            temperature=self.temperature,
+            loss_type=self.loss_type,
+            max_completion_length=self.max_completion_length,
+            bias=head.bias,
+            impl=self.impl,
+        )
+        return loss, {
+            k: (v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
+            for k, v in metrics.items()
+        }
+
+
+def freeze_vision_tower(model: nn.Module) -> int:
+    """requires_grad=False on the vision encoder (``visual``) parameters; returns how many."""
+    bare = model
+    visual = getattr(getattr(bare, "model", None), "visual", None) or getattr(bare, "visual", None)
+    if visual is None:
+        raise ValueError(
+            f"{type(model).__name__} has no vision tower (.model.visual / .visual) to freeze"
+        )
+    count = 0
+    for p in visual.parameters():
+        p.requires_grad_(False)
+        count += 1
+    return count

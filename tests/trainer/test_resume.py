@@ -1,0 +1,160 @@
+"""Kill / resume: a run SIGKILLed after step k and resumed with --resume ends with the same
+weights and metrics as an uninterrupted run with the same seed (both in fresh processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+TIME_KEYS = {"step_time", "tokens_per_s"}
+TOTAL_STEPS = 4
+KILL_AFTER = 2
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
+    )
+    return env
+
+
+def _write_config(path, tiny_ckpt, synthetic_data):
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(tiny_ckpt),
+                "train_data": str(synthetic_data["rl"]),
+                "num_generations": 2,
+                "max_new_tokens": 16,
+                "per_device_batch_size": 2,
+                "max_steps": TOTAL_STEPS,
+                "learning_rate": 1e-3,
+                "beta": 0.04,
+                "save_steps": 1,
+                "save_total_limit": 2,
+                "sample_log_steps": 1,
+                "progress_bar": False,
+                "seed": 3,
+                "extra_reward_funcs": ["test_stepgrpo:digit_share"],
+                "extra_reward_weights": [1.0],
+            }
+        )
+    )
+
+
+def _command(config, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "stepgrpo_fast.trainer.cli",
+        "train",
+        "--config",
+        str(config),
+        "--set",
+        f"output_dir={out}",
+        *extra,
+    ]
+
+
+def _run(cmd):
+    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
+
+
+def _metrics(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt, synthetic_data):
+    config = tmp_path / "rl.yaml"
+    _write_config(config, tiny_ckpt, synthetic_data)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    # the uninterrupted reference runs alongside (one thread each, same numerics)
+    reference_proc = subprocess.Popen(
+        _command(config, straight),
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # the interrupted run: SIGKILL as soon as checkpoint-KILL_AFTER is in place
+    proc = subprocess.Popen(
+        _command(config, killed),
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (killed / f"checkpoint-{KILL_AFTER}").is_dir():
+        assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "final_model").exists()
+    assert not (killed / f"checkpoint-{TOTAL_STEPS}").exists()
+
+    resumed = _run(_command(config, killed, "--resume"))
+    assert KILL_AFTER <= resumed["start_step"] < TOTAL_STEPS
+
+    out, err = reference_proc.communicate(timeout=300)
+    assert reference_proc.returncode == 0, err[-3000:]
+    assert json.loads(out[out.index("{") :])["start_step"] == 0
+
+    a = load_file(straight / "final_model" / "model.safetensors")
+    b = load_file(killed / "final_model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst == 0.0, f"weights differ by up to {worst}"
+    assert _metrics(killed) == _metrics(straight)
+    assert [r["step"] for r in _metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
+    samples_a = (straight / "samples.jsonl").read_text()
+    samples_b = (killed / "samples.jsonl").read_text()
+    assert samples_a == samples_b
+    assert not list(killed.glob(".tmp-checkpoint-*"))
+
+
+def test_resume_with_a_different_global_batch_is_refused(tmp_path, tiny_ckpt, synthetic_data):
+    from stepgrpo_fast.trainer.config import StepGRPOConfig
+    from stepgrpo_fast.trainer.loop import run_stepgrpo
+
+    base = dict(
+        model_name_or_path=str(tiny_ckpt),
+        train_data=str(synthetic_data["rl"]),
+        output_dir=str(tmp_path),
+        num_generations=2,
+        max_new_tokens=8,
+        per_device_batch_size=2,
+        max_steps=1,
+        save_steps=1,
+        progress_bar=False,
+        beta=0.0,
+    )
+    run_stepgrpo(StepGRPOConfig(**base))
+    with pytest.raises(ValueError, match="global batch of 2, this run has 4"):
+        run_stepgrpo(
+            StepGRPOConfig(**{**base, "per_device_batch_size": 4, "max_steps": 2}), resume=True
+        )
