@@ -1,0 +1,508 @@
+"""TRL adapter: StepGRPO rewards as ``GRPOTrainer`` reward functions, and a ``GRPOTrainer`` whose
+per-token log-probs come from :func:`stepgrpo_fast.linear_logprobs`.
+
+Tested with TRL 1.16.* only (:data:`SUPPORTED_TRL`): the trainer subclass replaces the fused LM
+head that TRL 1.16 installs with ``trl.trainer.utils.add_fused_lm_head`` and that its private
+``_get_per_token_logps_and_entropies`` calls as ``model(..., labels=labels, fused_lm_head=True)``.
+
+Usage::
+
+    from stepgrpo_fast.integrations.trl import StepGRPOTrainer, make_reward_funcs
+    trainer = StepGRPOTrainer(model="path/to/checkpoint", reward_funcs=make_reward_funcs(mode="paper"),
+                              args=GRPOConfig(...), train_dataset=ds)   # ds columns: prompt, solution, key_steps
+
+Only the reward callables work without TRL installed; everything else imports it on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import types
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+SUPPORTED_TRL = "1.16."
+"""TRL release series the subclass is tested with (it patches TRL private hooks)."""
+ALLOW_ANY_TRL_ENV = "STEPGRPO_ALLOW_ANY_TRL"
+
+__all__ = [
+    "SUPPORTED_TRL",
+    "StepAccuracyReward",
+    "StepGRPOTrainer",  # noqa: F822 - built on first access by __getattr__ (imports TRL)
+    "StepValidityReward",
+    "check_trl_version",
+    "install_linear_logprobs_head",
+    "make_reward_funcs",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reward callables (TRL contract: keyword arguments, one float per completion)
+# ----------------------------------------------------------------------------------------------
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if len(values) else 0.0
+
+
+class StepAccuracyReward:
+    """StepRAR for ``GRPOTrainer(reward_funcs=[...])``: ``r_acc`` per completion.
+
+    Dataset columns used: ``solution`` (required) and ``key_steps`` (optional; per row a list of
+    groups or the released ``{"Steps": [...]}`` dict). Completions may be strings or TRL
+    conversational lists. With TRL's ``log_metric`` it also logs, per batch,
+    ``<name>/key_step_fraction`` (mean k) and ``<name>/answer_correct`` (fraction whose
+    ``r_acc - alpha * k`` is 1, i.e. a correct final answer).
+    """
+
+    def __init__(
+        self,
+        mode: str = "paper",
+        *,
+        alpha: float = 0.1,
+        num_threads: int = 0,
+        name: str | None = None,
+    ):
+        if mode not in ("paper", "official"):
+            raise ValueError(f"mode must be 'paper' or 'official', got {mode!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be a number in [0, 0.5), got {alpha!r}")
+        self.mode, self.alpha, self.num_threads = mode, float(alpha), int(num_threads)
+        self.__name__ = name or ("step_accuracy" if mode == "paper" else "step_accuracy_official")
+
+    def __call__(
+        self, completions, solution=None, key_steps=None, log_metric: Callable | None = None, **_
+    ):
+        from stepgrpo_fast import rewards
+
+        if solution is None:
+            raise ValueError(
+                f"{self.__name__}: the dataset needs a 'solution' column (one per prompt)"
+            )
+        scores = rewards.step_accuracy_reward(
+            completions,
+            solution,
+            key_steps,
+            mode=self.mode,
+            alpha=self.alpha,
+            num_threads=self.num_threads,
+        )
+        if log_metric is not None:
+            if key_steps is None:
+                fractions = [0.0] * len(scores)
+            else:
+                fractions = rewards.match_key_steps(
+                    completions, key_steps, mode=self.mode, num_threads=self.num_threads
+                )
+            correct = [1.0 if s - self.alpha * k > 0.5 else 0.0 for s, k in zip(scores, fractions)]
+            log_metric(f"{self.__name__}/key_step_fraction", _mean(fractions))
+            log_metric(f"{self.__name__}/answer_correct", _mean(correct))
+        return [float(s) for s in scores]
+
+
+class StepValidityReward:
+    """StepRVR for ``GRPOTrainer(reward_funcs=[...])``: 1.0 for a complete and logical response.
+    TRL already logs its mean as ``rewards/<name>/mean``; nothing extra is logged."""
+
+    def __init__(self, mode: str = "paper", *, num_threads: int = 0, name: str | None = None):
+        if mode not in ("paper", "official"):
+            raise ValueError(f"mode must be 'paper' or 'official', got {mode!r}")
+        self.mode, self.num_threads = mode, int(num_threads)
+        self.__name__ = name or ("step_validity" if mode == "paper" else "step_validity_official")
+
+    def __call__(self, completions, **_):
+        from stepgrpo_fast import rewards
+
+        return [
+            float(s)
+            for s in rewards.step_validity_reward(
+                completions, mode=self.mode, num_threads=self.num_threads
+            )
+        ]
+
+
+def make_reward_funcs(mode: str = "paper", *, alpha: float = 0.1, num_threads: int = 0) -> list:
+    """``[StepAccuracyReward(mode), StepValidityReward(mode)]``: the StepGRPO reward r = r_acc + r_val
+    (TRL sums reward functions with weight 1 unless ``GRPOConfig.reward_weights`` says otherwise)."""
+    return [
+        StepAccuracyReward(mode, alpha=alpha, num_threads=num_threads),
+        StepValidityReward(mode, num_threads=num_threads),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Version pin
+# ----------------------------------------------------------------------------------------------
+def check_trl_version(version: str | None = None) -> str:
+    """Return the TRL version, or raise ImportError when it is not 1.16.* (set
+    ``STEPGRPO_ALLOW_ANY_TRL=1`` to try another release at your own risk)."""
+    if version is None:
+        try:
+            import trl
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "stepgrpo_fast.integrations.trl needs TRL 1.16: pip install 'trl==1.16.*'"
+            ) from exc
+        version = trl.__version__
+    if not version.startswith(SUPPORTED_TRL) and os.environ.get(ALLOW_ANY_TRL_ENV) != "1":
+        raise ImportError(
+            f"StepGRPOTrainer is tested with TRL {SUPPORTED_TRL}* only and found TRL {version}: it replaces "
+            "TRL's private fused LM head (add_fused_lm_head / _get_per_token_logps_and_entropies), which "
+            f"changes between releases. Install 'trl=={SUPPORTED_TRL}*' or set {ALLOW_ANY_TRL_ENV}=1 to try anyway."
+        )
+    return version
+
+
+# ----------------------------------------------------------------------------------------------
+# The LM head: linear_logprobs on the last hidden states, ZeRO-3 / FSDP2 aware
+# ----------------------------------------------------------------------------------------------
+def _zero3_partitioned(*params) -> list:
+    """Parameters that DeepSpeed ZeRO-3 currently holds partitioned (empty until gathered)."""
+    try:
+        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+    except ImportError:
+        return []
+    found = {}
+    for p in params:
+        if (
+            p is not None
+            and hasattr(p, "ds_id")
+            and getattr(p, "ds_status", None) != ZeroParamStatus.AVAILABLE
+        ):
+            found[id(p)] = p
+    return list(found.values())
+
+
+def _zero3_gather(params: list):
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+class _RegatheredLinearLogprobs(torch.autograd.Function):
+    """linear_logprobs for an LM head whose parameters exist only inside ``regather()`` (ZeRO-3).
+
+    ``apply`` runs inside ``regather()``. The backward enters ``regather()`` again, recomputes,
+    and accumulates the weight / bias gradients into the parameters *while they are gathered*
+    (a nested ``autograd.backward`` on the leaves, so DeepSpeed's gradient hooks see full-size
+    gradients exactly as after a module's own backward); nothing of size [V, H] is kept between
+    forward and backward. Only the hidden-state gradient flows back through the graph.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, regather, temperature, impl, compute_dtype):
+        ctx.regather, ctx.temperature, ctx.impl, ctx.compute_dtype = (
+            regather,
+            temperature,
+            impl,
+            compute_dtype,
+        )
+        ctx.weight, ctx.bias = weight, bias
+        ctx.save_for_backward(hidden, targets)
+        with torch.no_grad():
+            return _linear_logprobs(hidden, weight, bias, targets, temperature, impl, compute_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, targets = ctx.saved_tensors
+        params = [t for t in (ctx.weight, ctx.bias) if t is not None and t.requires_grad]
+        grad_hidden = None
+        with ctx.regather():
+            with torch.enable_grad():
+                h = hidden.detach().requires_grad_(ctx.needs_input_grad[0])
+                leaves = {id(p): p.detach().requires_grad_() for p in params}
+                w = leaves.get(id(ctx.weight), ctx.weight.detach())
+                b = None if ctx.bias is None else leaves.get(id(ctx.bias), ctx.bias.detach())
+                logp, entropy = _linear_logprobs(
+                    h, w, b, targets, ctx.temperature, ctx.impl, ctx.compute_dtype
+                )
+                wanted = ([h] if h.requires_grad else []) + list(leaves.values())
+                grads = torch.autograd.grad(
+                    (logp, entropy),
+                    wanted,
+                    (
+                        torch.zeros_like(logp) if grad_logp is None else grad_logp,
+                        torch.zeros_like(entropy) if grad_entropy is None else grad_entropy,
+                    ),
+                    allow_unused=True,
+                )
+            if h.requires_grad:
+                grad_hidden, grads = grads[0], grads[1:]
+            pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
+            if pairs:
+                torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
+        return grad_hidden, None, None, None, None, None, None, None
+
+
+def _linear_logprobs(
+    hidden, weight, bias, targets, temperature, impl, compute_dtype, want_entropy=True
+):
+    """(logp, entropy or None) fp32 [N], GEMM inputs cast to ``compute_dtype`` (the op accumulates in fp32)."""
+    import stepgrpo_fast as sg
+
+    if compute_dtype is not None:
+        hidden, weight = hidden.to(compute_dtype), weight.to(compute_dtype)
+        bias = None if bias is None else bias.to(compute_dtype)
+    if want_entropy:
+        return sg.linear_logprobs(
+            hidden,
+            weight,
+            targets,
+            bias=bias,
+            temperature=temperature,
+            return_entropy=True,
+            impl=impl,
+        )
+    return sg.linear_logprobs(
+        hidden, weight, targets, bias=bias, temperature=temperature, impl=impl
+    ), None
+
+
+def head_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    impl: str = "auto",
+    compute_dtype: torch.dtype | None = None,
+    regather: Callable | None = None,
+    want_entropy: bool = True,
+):
+    """Per-token log-probs and entropies of ``targets`` under ``softmax((hidden @ weight.T + bias) / T)``.
+
+    hidden [N, H], weight [V, H], bias [V] or None, targets int [N] -> (logp [N] fp32, entropy [N] fp32,
+    or None when not ``want_entropy``).
+    ``compute_dtype``: dtype the GEMM inputs are cast to (None: hidden is cast to weight's dtype).
+    ``regather``: a context-manager factory that materialises a partitioned weight (ZeRO-3); the
+    weight must already be materialised when this is called.
+    """
+    if compute_dtype is None and hidden.dtype != weight.dtype:
+        hidden = hidden.to(weight.dtype)
+    if regather is not None:
+        logp, entropy = _RegatheredLinearLogprobs.apply(
+            hidden, weight, bias, targets, regather, temperature, impl, compute_dtype
+        )
+        return logp, (entropy if want_entropy else None)
+    return _linear_logprobs(
+        hidden, weight, bias, targets, temperature, impl, compute_dtype, want_entropy
+    )
+
+
+def _unwrap(model):
+    """The PreTrainedModel inside DeepSpeed / DDP / PEFT wrappers."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # PEFT
+            model = model.get_base_model()
+        elif hasattr(model, "module") and isinstance(
+            model.module, torch.nn.Module
+        ):  # DDP, DeepSpeedEngine
+            model = model.module
+        else:
+            break
+    return model
+
+
+def _logit_scale(text_config) -> float:
+    for attr in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        value = getattr(text_config, attr, None)
+        if value is not None:
+            return float(value)
+    scaling = getattr(text_config, "logits_scaling", None)
+    if scaling is not None:
+        return float(scaling) if text_config.model_type == "hyperclovax" else 1.0 / float(scaling)
+    return 1.0
+
+
+def install_linear_logprobs_head(
+    model,
+    *,
+    temperature: float = 1.0,
+    cast_lm_head_to_fp32: bool = False,
+    outputs: tuple[str, ...] = ("log_probs",),
+    impl: str = "auto",
+) -> None:
+    """Make ``model(..., labels=labels, fused_lm_head=True)`` run :func:`stepgrpo_fast.linear_logprobs`.
+
+    Same protocol and output (``trl.trainer.utils.FusedCausalLMOutput``) as TRL 1.16's
+    ``add_fused_lm_head``: ``log_probs`` [B, T-1] (label at t+1 scored from the hidden state at t),
+    ``entropy`` when ``"entropy"`` is in ``outputs``, zeros where the label is -100. The vision inputs
+    of a VLM go through the model's own backbone (``model.base_model``) unchanged. Calls without
+    ``fused_lm_head=True`` (generation) reach the previous forward untouched.
+    """
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    model = _unwrap(model)
+    unsupported = [o for o in outputs if o not in ("log_probs", "entropy")]
+    if unsupported:
+        raise ValueError(
+            f"install_linear_logprobs_head: outputs {unsupported} are not computed by linear_logprobs"
+        )
+    text_config = model.config.get_text_config()
+    if getattr(text_config, "final_logit_softcapping", None) is not None:
+        raise ValueError(
+            f"{type(model).__name__} uses final_logit_softcapping, which linear_logprobs does not implement; "
+            "use trl.GRPOTrainer instead of StepGRPOTrainer for this model"
+        )
+    # logits * scale / T == logits / (T / scale)
+    effective_temperature = float(temperature) / _logit_scale(text_config)
+    want_entropy = "entropy" in outputs
+    previous_forward = model.forward
+    previous_code = getattr(
+        getattr(previous_forward, "__func__", previous_forward), "__code__", None
+    )
+    previous_is_trl_head = (
+        getattr(previous_code, "co_name", "") == "_fused_forward"
+    )  # add_fused_lm_head
+    warned_moe = []
+
+    @functools.wraps(type(model).forward)
+    def forward(
+        self,
+        *args,
+        fused_lm_head=False,
+        labels=None,
+        shift_labels=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        if not fused_lm_head or kwargs.get("output_router_logits"):
+            # generation / plain calls, and MoE aux-loss calls (TRL's own fused head handles those)
+            for key, value in (
+                ("labels", labels),
+                ("shift_labels", shift_labels),
+                ("num_items_in_batch", num_items_in_batch),
+            ):
+                if value is not None:
+                    kwargs[key] = value
+            if fused_lm_head:
+                if not previous_is_trl_head:
+                    raise ValueError(
+                        "output_router_logits with fused_lm_head=True needs TRL's add_fused_lm_head "
+                        "installed first (StepGRPOTrainer does that)"
+                    )
+                if not warned_moe:
+                    warned_moe.append(True)
+                    warnings.warn(
+                        "StepGRPOTrainer: MoE router outputs requested; using TRL's own fused LM head",
+                        stacklevel=2,
+                    )
+                kwargs["fused_lm_head"] = True
+            return previous_forward(*args, **kwargs)
+        kwargs["use_cache"] = False
+        backbone_out = self.base_model(*args, **kwargs)
+        if shift_labels is None:
+            if labels is None:
+                raise ValueError("fused_lm_head=True needs labels (or shift_labels)")
+            hidden = backbone_out.last_hidden_state[:, :-1]
+            labels = labels[:, 1:]
+        else:
+            hidden = backbone_out.last_hidden_state
+            labels = shift_labels
+        lm_head = self.get_output_embeddings()
+        weight, bias = lm_head.weight, lm_head.bias
+        if type(weight).__name__ == "DTensor":  # FSDP2 shards the head
+            weight = weight.full_tensor()
+            bias = None if bias is None else bias.full_tensor()
+        hidden = hidden.to(weight.device)
+        labels = labels.to(weight.device)
+        mask = labels != -100
+        rows, targets = hidden[mask], labels[mask]
+        device_type = rows.device.type
+        if cast_lm_head_to_fp32:
+            compute_dtype = torch.float32
+        elif torch.is_autocast_enabled(
+            device_type
+        ):  # what autocast would feed the model's own lm_head
+            compute_dtype = torch.get_autocast_dtype(device_type)
+        else:
+            compute_dtype = None
+        partitioned = _zero3_partitioned(weight, bias)
+        gather = (lambda: _zero3_gather(partitioned)) if partitioned else contextlib.nullcontext
+        with torch.autocast(device_type, enabled=False), gather():
+            if rows.shape[0] == 0:  # no label to score: a zero that keeps the graph connected
+                zero = rows.sum() * 0.0
+                if not partitioned:  # DDP wants a (zero) gradient for every parameter it tracks
+                    zero = zero + weight.sum() * 0.0
+                logp_rows = entropy_rows = zero.float().expand(0)
+            else:
+                logp_rows, entropy_rows = head_logprobs(
+                    rows,
+                    weight,
+                    bias,
+                    targets,
+                    temperature=effective_temperature,
+                    impl=impl,
+                    compute_dtype=compute_dtype,
+                    regather=gather if partitioned else None,
+                    want_entropy=want_entropy,
+                )
+        log_probs = logp_rows.new_zeros(mask.shape).masked_scatter(mask, logp_rows)
+        entropy = (
+            entropy_rows.new_zeros(mask.shape).masked_scatter(mask, entropy_rows)
+            if want_entropy
+            else None
+        )
+        denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(
+            loss=-log_probs.sum() / denominator,
+            log_probs=log_probs,
+            entropy=entropy,
+            label_mask=mask,
+        )
+
+    model.forward = types.MethodType(forward, model)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+def _build_trainer_class():
+    check_trl_version()
+    from trl import GRPOTrainer
+
+    class StepGRPOTrainer(GRPOTrainer):
+        """``trl.GRPOTrainer`` (TRL 1.16.*) whose per-token log-probs (and entropies) come from
+        :func:`stepgrpo_fast.linear_logprobs` on the last hidden states and the LM head.
+
+        Construct it exactly like ``GRPOTrainer``; extra keyword ``logprob_impl`` ("auto" | "torch" |
+        "triton"). Works under DDP, DeepSpeed ZeRO-2/3 (a partitioned LM head is gathered around the
+        op, forward and backward) and PEFT (the base model's head is patched, as TRL does).
+        """
+
+        def __init__(self, *args, logprob_impl: str = "auto", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.logprob_impl = logprob_impl
+            cast = bool(getattr(self.args, "cast_lm_head_to_fp32", False))
+            install_linear_logprobs_head(
+                self.model,
+                temperature=self.temperature,
+                cast_lm_head_to_fp32=cast,
+                outputs=("log_probs", "entropy"),
+                impl=logprob_impl,
+            )
+            if self.ref_model is not None:
+                install_linear_logprobs_head(
+                    self.ref_model,
+                    temperature=self.temperature,
+                    cast_lm_head_to_fp32=cast,
+                    impl=logprob_impl,
+                )
+
+    StepGRPOTrainer.__module__ = __name__
+    return StepGRPOTrainer
+
+
+def __getattr__(name: str):
+    # StepGRPOTrainer subclasses trl.GRPOTrainer: build it (and import TRL) on first access only,
+    # so that the reward callables above stay usable without TRL.
+    if name == "StepGRPOTrainer":
+        cls = _build_trainer_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
