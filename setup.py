@@ -72,7 +72,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["stepgrpo_fast", "stepgrpo_fast.*"]),
-    package_data={"stepgrpo_fast": ["configs/*.yaml", "configs/*.json", "data/*.jsonl"]},
+    package_data={"stepgrpo_fast": ["configs/*.yaml", "configs/accelerate/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
