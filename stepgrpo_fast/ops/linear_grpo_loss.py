@@ -39,21 +39,15 @@ except ImportError:  # pragma: no cover
 
 if triton is not None:
     from .grpo_loss import grpo_token_math, store_token_stats
+    from .logits_tile import logits_tile
 
     @triton.jit
     def _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, inv_t,
                      HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
                      BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
         """fp32 [BLOCK_M, BLOCK_V] tile of (h[rows] W[cols]^T + b[cols]) / T; -inf outside V."""
-        acc = tl.zeros((BLOCK_M, BLOCK_V), tl.float32)
-        for k0 in range(0, H, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            k_ok = ks < H
-            h = tl.load(h_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            w = tl.load(w_ptr + cols[:, None] * H + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-            acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        acc = logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, H, 1, H, 1,
+                          HAS_BIAS, BLOCK_M, BLOCK_V, BLOCK_K, DOT_PRECISION)
         acc = acc * inv_t
         return tl.where(col_ok[None, :], acc, float("-inf"))
 

@@ -46,6 +46,7 @@ def _interpreting() -> bool:
 
 
 if triton is not None:
+    from .logits_tile import logits_tile
 
     @triton.jit
     def _fwd_kernel(
@@ -77,17 +78,9 @@ if triton is not None:
             offs_v = v0 + tl.arange(0, BLOCK_V)
             v_mask = offs_v < v_stop
             rows_v = offs_v.to(tl.int64)
-            acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-            for k0 in range(0, H, BLOCK_H):
-                offs_h = k0 + tl.arange(0, BLOCK_H)
-                h_mask = offs_h < H
-                h_tile = tl.load(h_ptr + rows_n[:, None] * stride_hn + offs_h[None, :] * stride_hh,
-                                 mask=n_mask[:, None] & h_mask[None, :], other=0.0)
-                w_tile = tl.load(w_ptr + rows_v[:, None] * stride_wv + offs_h[None, :] * stride_wh,
-                                 mask=v_mask[:, None] & h_mask[None, :], other=0.0)
-                acc = tl.dot(h_tile, tl.trans(w_tile), acc, input_precision=INPUT_PRECISION)
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + offs_v, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+            acc = logits_tile(h_ptr, w_ptr, b_ptr, rows_n, n_mask, rows_v, v_mask, H,
+                              stride_hn, stride_hh, stride_wv, stride_wh,
+                              HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
             z = tl.where(v_mask[None, :], acc * inv_temp, float("-inf"))
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
             y = z - new_max[:, None]                       # -inf in masked columns
@@ -149,17 +142,9 @@ if triton is not None:
         # A token block whose rows are all ignored contributes nothing: skip its GEMMs.
         if tl.max(tl.abs(g_logp) + tl.abs(g_ent), axis=0) > 0:
             lse = tl.load(lse_ptr + offs_n, mask=n_mask, other=0.0)
-            acc = tl.zeros([BLOCK_N, BLOCK_V], tl.float32)
-            for k0 in range(0, H, BLOCK_H):
-                offs_h = k0 + tl.arange(0, BLOCK_H)
-                h_mask = offs_h < H
-                h_tile = tl.load(h_ptr + rows_n[:, None] * stride_hn + offs_h[None, :] * stride_hh,
-                                 mask=n_mask[:, None] & h_mask[None, :], other=0.0)
-                w_tile = tl.load(w_ptr + rows_v[:, None] * stride_wv + offs_h[None, :] * stride_wh,
-                                 mask=v_mask[:, None] & h_mask[None, :], other=0.0)
-                acc = tl.dot(h_tile, tl.trans(w_tile), acc, input_precision=INPUT_PRECISION)
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + offs_v, mask=v_mask, other=0.0).to(tl.float32)[None, :]
+            acc = logits_tile(h_ptr, w_ptr, b_ptr, rows_n, n_mask, rows_v, v_mask, H,
+                              stride_hn, stride_hh, stride_wv, stride_wh,
+                              HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
             log_p = acc * inv_temp - lse[:, None]
             p = tl.where(v_mask[None, :], tl.exp(log_p), 0.0)
             dz = -p * g_logp[:, None]
