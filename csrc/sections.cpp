@@ -69,21 +69,36 @@ void segment_sections(Bytes text, std::vector<Section>& out) {
     }
 }
 
+namespace {
+
+// The released code's step header: the exact bytes "### Step ", one or more ASCII digits, ':'.
+// Finds the next one at or after `pos`; returns false when there is none. On success
+// [digits_begin, digits_end) are the digits and text[digits_end] is the ':'.
+bool next_official_step_header(Bytes text, std::size_t pos, std::size_t& digits_begin,
+                               std::size_t& digits_end) {
+    const std::size_t n = text.size();
+    for (;;) {
+        const std::size_t h = find_bytes(text, kStepPrefix, pos);
+        if (h == kNotFound) return false;
+        std::size_t d = h + kStepPrefix.size();
+        digits_begin = d;
+        while (d < n && is_ascii_digit(text[d])) ++d;
+        if (d != digits_begin && d < n && text[d] == ':') {
+            digits_end = d;
+            return true;
+        }
+        pos = h + 1;
+    }
+}
+
+}  // namespace
+
 void official_step_bodies(Bytes text, std::vector<Span>& out) {
     out.clear();
     const std::size_t n = text.size();
-    std::size_t pos = 0;
-    for (;;) {
-        const std::size_t h = find_bytes(text, kStepPrefix, pos);
-        if (h == kNotFound) return;
-        std::size_t d = h + kStepPrefix.size();
-        const std::size_t digits_begin = d;
-        while (d < n && is_ascii_digit(text[d])) ++d;
-        if (d == digits_begin || d >= n || text[d] != ':') {
-            pos = h + 1;
-            continue;
-        }
-        std::size_t body = d + 1;
+    std::size_t pos = 0, digits_begin = 0, digits_end = 0;
+    while (next_official_step_header(text, pos, digits_begin, digits_end)) {
+        std::size_t body = digits_end + 1;
         while (body < n && is_ascii_space(text[body])) ++body;
         std::size_t end = find_bytes(text, "\n###", body);
         if (end == kNotFound) end = n;
@@ -95,21 +110,11 @@ void official_step_bodies(Bytes text, std::vector<Span>& out) {
 void official_step_headers(Bytes text, std::vector<std::int64_t>& numbers, std::size_t& last_end) {
     numbers.clear();
     last_end = 0;
-    const std::size_t n = text.size();
-    std::size_t pos = 0;
-    for (;;) {
-        const std::size_t h = find_bytes(text, kStepPrefix, pos);
-        if (h == kNotFound) return;
-        std::size_t d = h + kStepPrefix.size();
-        const std::size_t digits_begin = d;
-        while (d < n && is_ascii_digit(text[d])) ++d;
-        if (d == digits_begin || d >= n || text[d] != ':') {
-            pos = h + 1;
-            continue;
-        }
-        numbers.push_back(parse_step_number(text, digits_begin, d));
-        last_end = d + 1;
-        pos = d + 1;
+    std::size_t pos = 0, digits_begin = 0, digits_end = 0;
+    while (next_official_step_header(text, pos, digits_begin, digits_end)) {
+        numbers.push_back(parse_step_number(text, digits_begin, digits_end));
+        last_end = digits_end + 1;
+        pos = digits_end + 1;
     }
 }
 
