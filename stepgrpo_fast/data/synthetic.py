@@ -10,12 +10,14 @@ Each problem has the answer, a reference reasoning in the exact "###" layout of 
 
 ``write_dataset(out_dir, seed=..., n_sft=..., n_rl=..., n_eval=...)`` writes sft/rl/eval JSONL
 files (records: image, question, solution, key_steps, and "response" for SFT) with PNG images
-stored next to them and referenced relatively.
+stored next to them and referenced relatively. The eval split is held out: no eval problem
+has the kind, question and image pixels of any SFT or RL problem (see ``generate_held_out``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 import random
@@ -195,9 +197,15 @@ def make_count(rng: random.Random, *, max_count: int = 5) -> Problem:
             [f"Count the {target} shapes: {counting}.", f"There are {n_target} {target} shapes."],
             str(n_target),
         ),
+        # Every form ends at the total ("1, 2, 3." with its full stop, "there are 3 red shapes"),
+        # so a wrong count never contains a right form: "1, 2, 3, 4." does not hold "1, 2, 3."
         key_steps=[
-            [counting, counting.replace(" ", "")],
-            [f"{n_target} {target}", f"{number_word(n_target)} {target}"],
+            [f"{counting}.", f"{counting.replace(' ', '')}."],
+            [
+                f"there are {n_target} {target} shapes",
+                f"{number_word(n_target)} {target} shapes",
+                f"{n_target} {target} shapes in total",
+            ],
         ],
     )
 
@@ -207,7 +215,8 @@ def make_compare(rng: random.Random, *, max_value: int = 9) -> Problem:
     image, draw = _canvas(56, 84)
     unit = 64 // max_value
     for x, value, colour in ((8, a, (40, 80, 220)), (32, b, (220, 120, 40))):
-        draw.rectangle((x, 72 - unit * value, x + 16, 72), fill=colour)
+        x += rng.randint(-3, 3)  # jitter: the same heights do not always give the same picture
+        draw.rectangle((x, 72 - unit * value, x + rng.randint(12, 16), 72), fill=colour)
     draw.text((12, 72), "A", fill=(0, 0, 0), font=_font(11))
     draw.text((36, 72), "B", fill=(0, 0, 0), font=_font(11))
     taller, big, small = ("A", a, b) if a > b else ("B", b, a)
@@ -264,11 +273,58 @@ def generate(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 2 <= max_value <= 9:
         raise ValueError(f"max_value must be in 2..9, got {max_value}")
-    problems = []
-    for i in range(n):
-        rng = random.Random(f"{seed}/{split}/{i}")
-        kind = kinds[i % len(kinds)]
-        problems.append(make_problem(rng, kind, **_kind_options(kind, text_hints, max_value)))
+    return [_problem_at(seed, split, i, kinds, text_hints, max_value) for i in range(n)]
+
+
+def _problem_at(seed: int, split: str, index: int, kinds: tuple, text_hints: bool,
+                max_value: int) -> Problem:
+    rng = random.Random(f"{seed}/{split}/{index}")
+    kind = kinds[index % len(kinds)]
+    return make_problem(rng, kind, **_kind_options(kind, text_hints, max_value))
+
+
+def fingerprint(problem: Problem) -> str:
+    """Identity of a problem as the model sees it: kind, question and the image's pixels."""
+    digest = hashlib.sha1(f"{problem.kind}\n{problem.question}\n".encode())
+    digest.update(problem.image.tobytes())
+    return digest.hexdigest()
+
+
+def generate_held_out(
+    seed: int,
+    n: int,
+    exclude,
+    *,
+    kinds=KINDS,
+    text_hints: bool = True,
+    max_value: int = 9,
+    max_tries: int = 100,
+) -> list[Problem]:
+    """``n`` eval-split problems none of which has a fingerprint in ``exclude`` (the training
+    problems' fingerprints) nor repeats another: the held-out set is disjoint from training.
+    Candidates come from the eval stream in order, skipping collisions but keeping the kinds
+    cycled; raises ValueError when the task is too small to give ``n`` fresh problems."""
+    kinds = tuple(kinds)
+    generate(seed, 0, kinds=kinds, split="eval", text_hints=text_hints, max_value=max_value)
+    seen = set(exclude)
+    problems: list[Problem] = []
+    index = 0
+    for slot in range(n):
+        kind = kinds[slot % len(kinds)]
+        for _ in range(max_tries * len(kinds)):
+            # the eval stream's problem `index` has kind kinds[index % len(kinds)]
+            while kinds[index % len(kinds)] != kind:
+                index += 1
+            problem = _problem_at(seed, "eval", index, kinds, text_hints, max_value)
+            index += 1
+            key = fingerprint(problem)
+            if key not in seen:
+                seen.add(key)
+                problems.append(problem)
+                break
+        else:
+            raise ValueError(f"could not draw {n} held-out {kinds} problems disjoint from training "
+                             f"(max_value={max_value}): the task has too few distinct problems")
     return problems
 
 
@@ -299,14 +355,18 @@ def write_dataset(
     out_dir = pathlib.Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     paths = {}
+    options = {"kinds": kinds, "text_hints": text_hints, "max_value": max_value}
+    training: set[str] = set()
     for split, n in (("sft", n_sft), ("rl", n_rl), ("eval", n_eval)):
         if n < 0:
             raise ValueError(f"n_{split} must be >= 0, got {n}")
         path = out_dir / f"{split}.jsonl"
+        if split == "eval":  # held out: no eval problem is a copy of an SFT or RL problem
+            problems = generate_held_out(seed, n, training, **options)
+        else:
+            problems = generate(seed, n, split=split, **options)
+            training.update(fingerprint(p) for p in problems)
         with open(path, "w") as f:
-            problems = generate(
-                seed, n, kinds=kinds, split=split, text_hints=text_hints, max_value=max_value
-            )
             for i, p in enumerate(problems):
                 rel = f"images/{split}_{i:05d}.png"
                 p.image.save(out_dir / rel)

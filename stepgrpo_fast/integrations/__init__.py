@@ -6,5 +6,5 @@
                                         opt-in fused-kernel patch (patch_verl)
 
 Nothing is imported here: ``import stepgrpo_fast.integrations.verl`` must not need TRL and the
-reverse. See docs/scaling_out.md for commands and config keys.
+reverse. See the README's "Scaling out" section for commands and config keys.
 """

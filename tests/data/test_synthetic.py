@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 from stepgrpo_fast.data import synthetic
-from stepgrpo_fast.data.synthetic import COLOURS, KINDS, generate, number_word, write_dataset
+from stepgrpo_fast.data.synthetic import (
+    COLOURS,
+    KINDS,
+    fingerprint,
+    format_response,
+    generate,
+    generate_held_out,
+    number_word,
+    write_dataset,
+)
+from stepgrpo_fast.rewards.matching import match_key_steps
 from stepgrpo_fast.trainer.data import load_records
 
 HEADER = re.compile(
@@ -57,6 +67,30 @@ def test_every_key_step_group_appears_in_the_steps(problems):
         assert p.key_steps and all(len(group) >= 2 for group in p.key_steps)
         for group in p.key_steps:
             assert any(form.lower() in steps.lower() for form in group), (group, steps)
+
+
+def _count_response(colour: str, n: int) -> str:
+    counting = ", ".join(str(i) for i in range(1, n + 1))
+    return format_response(
+        f"The image shows {n} {colour} shapes.",
+        f"Count only the {colour} shapes.",
+        [f"Count the {colour} shapes: {counting}.", f"There are {n} {colour} shapes."],
+        str(n),
+    )
+
+
+def test_a_wrong_count_matches_no_count_key_step(problems):
+    """An over-count "1, 2, 3, 4, 5" must not contain the key step of a 3-shape image (and an
+    under-count neither): only the right count earns key-step credit."""
+    counted = [p for p in problems if p.kind == "count"]
+    assert counted
+    for p in counted:
+        colour = re.search(r"How many (\w+) shapes", p.question).group(1)
+        truth = int(p.solution)
+        for n in range(1, 9):
+            k = match_key_steps([_count_response(colour, n)], [p.key_steps])[0]
+            assert k == (1.0 if n == truth else 0.0), (truth, n, k, p.key_steps)
+        assert match_key_steps([p.response], [p.key_steps])[0] == 1.0
 
 
 def test_answers_are_right(problems):
@@ -160,6 +194,26 @@ def test_write_dataset_round_trips_through_load_records(tmp_path):
         assert all(r.image_path.is_file() for r in records)
     with pytest.raises(ValueError, match="n_rl"):
         write_dataset(tmp_path / "bad", n_rl=-1)
+
+
+def test_eval_split_is_held_out_from_training(tmp_path):
+    """With a task this small (compare, heights 1..2) some raw eval draws copy a training
+    problem pixel for pixel; the written eval split has none of them and keeps the kind cycle."""
+    options = {"kinds": ("compare", "add"), "max_value": 2}
+    paths = write_dataset(tmp_path / "ds", seed=4, n_sft=300, n_rl=100, n_eval=60, **options)
+    training = {fingerprint(p) for split, n in (("sft", 300), ("rl", 100))
+                for p in generate(4, n, split=split, **options)}
+    raw_eval = generate(4, 60, split="eval", **options)
+    assert any(fingerprint(p) in training for p in raw_eval)  # the check has something to catch
+    held_out = generate_held_out(4, 60, training, **options)
+    keys = [fingerprint(p) for p in held_out]
+    assert not set(keys) & training and len(set(keys)) == len(keys)
+    assert [p.kind for p in held_out] == [options["kinds"][i % 2] for i in range(60)]
+    written = [json.loads(line) for line in paths["eval"].read_text().splitlines()]
+    assert [r["question"] for r in written] == [p.question for p in held_out]
+    first_two = {fingerprint(p) for p in generate(0, 2, kinds=("add",), split="eval")}
+    with pytest.raises(ValueError, match="held-out"):
+        generate_held_out(0, 1, first_two, kinds=("add",), max_tries=2)
 
 
 def test_corpus_covers_the_layout():

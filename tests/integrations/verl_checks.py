@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-# The overrides docs/scaling_out.md gives to verl users (test_verl.py checks the doc lists them).
+# The overrides the README's "Scaling out" section gives to verl users (test_verl.py checks the doc lists them).
 REWARD_OVERRIDES = [
     "reward.custom_reward_function.path=pkg://stepgrpo_fast.integrations.verl",
     "reward.custom_reward_function.name=compute_score",
