@@ -5,7 +5,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from stepgrpo_fast.trainer.checkpoint import CorruptCheckpointError, verify_checkpoint
 from stepgrpo_fast.trainer.cli import main
@@ -13,14 +12,6 @@ from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
 from stepgrpo_fast.trainer.loop import run_sft, run_stepgrpo
 
 NO_MODEL = "/nonexistent/model/dir"  # loading it would fail differently: data must be checked first
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _good_rows(synthetic_data, n=3):

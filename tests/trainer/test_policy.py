@@ -26,14 +26,6 @@ from stepgrpo_fast.trainer.rollout import (
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_ckpt, synthetic_data):
     model, processor = load_model_and_processor(tiny_ckpt)

@@ -10,14 +10,6 @@ from stepgrpo_fast.trainer.config import SFTConfig
 from stepgrpo_fast.trainer.loop import run_sft
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def sft_run(tiny_ckpt, synthetic_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft")

@@ -24,14 +24,6 @@ def digit_share(completions, **kwargs):
     return [sum(ch.isdigit() for ch in text) / max(len(text), 1) for text in completions]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _config(tiny_ckpt, synthetic_data, out, **overrides):
     values = dict(
         model_name_or_path=str(tiny_ckpt),
