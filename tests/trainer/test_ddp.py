@@ -2,18 +2,15 @@
 with the same global batch (4 prompts x 2 samples per step; 2 per process under DDP)."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from subprocess_env import ROOT, subprocess_env
 ACCELERATE_CONFIG = ROOT / "stepgrpo_fast" / "configs" / "accelerate" / "cpu_2proc.yaml"
 
 
@@ -21,19 +18,6 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _env():
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
-    )
-    return env
 
 
 def _metrics(out):
@@ -66,7 +50,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_ckpt, synthetic_data):
     train = ["-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config)]
     single = subprocess.Popen(
         [sys.executable, *train, "--set", f"output_dir={one}", "--set", "per_device_batch_size=4"],
-        env=_env(),
+        env=subprocess_env(),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -87,7 +71,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_ckpt, synthetic_data):
             "--set",
             "per_device_batch_size=2",
         ],
-        env=_env(),
+        env=subprocess_env(),
         cwd=ROOT,
         capture_output=True,
         text=True,

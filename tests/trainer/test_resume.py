@@ -7,30 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from subprocess_env import ROOT, subprocess_env
 TIME_KEYS = {"step_time", "tokens_per_s"}
 TOTAL_STEPS = 4
 KILL_AFTER = 2
-
-
-def _env():
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
-    )
-    return env
 
 
 def _write_config(path, tiny_ckpt, synthetic_data):
@@ -72,7 +57,7 @@ def _command(config, out, *extra):
 
 
 def _run(cmd):
-    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout[proc.stdout.index("{") :])
 
@@ -90,7 +75,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt, synt
     # the uninterrupted reference runs alongside (one thread each, same numerics)
     reference_proc = subprocess.Popen(
         _command(config, straight),
-        env=_env(),
+        env=subprocess_env(),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -99,7 +84,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt, synt
     # the interrupted run: SIGKILL as soon as checkpoint-KILL_AFTER is in place
     proc = subprocess.Popen(
         _command(config, killed),
-        env=_env(),
+        env=subprocess_env(),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
