@@ -6,10 +6,8 @@ i.e. the fused op may not be much worse than what plain torch gets at the same p
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -266,29 +264,6 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="fp64"):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         linear_logprobs(hidden.double(), weight.double(), targets, impl="triton")
-
-
-def test_triton_kernels_compile_for_sm90_with_wgmma_and_no_spills():
-    """Build both kernels for an H100 (sm_90) from this CPU machine, bf16 inputs."""
-    code = textwrap.dedent("""
-        import torch
-        from stepgrpo_fast.ops.linear_logprobs import compile_for_gpu, cubin_resource_usage
-        for which in ("fwd", "bwd"):
-            k = compile_for_gpu(which, torch.bfloat16, 90, return_entropy=True, has_bias=True)
-            usage = cubin_resource_usage(k)
-            no_spill = "LOCAL:0" in usage and "STACK:0" in usage
-            print(which, "wgmma" in k.asm["ptx"], no_spill, k.metadata.shared)
-    """)
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in done.stdout.strip().splitlines())
-    for which in ("fwd", "bwd"):
-        has_wgmma, no_spill, shared = lines[which].split()
-        assert has_wgmma == "True", f"{which}: tl.dot did not become wgmma"
-        assert no_spill == "True", f"{which}: register spills"
-        assert int(shared) <= 227 * 1024
 
 
 @pytest.mark.gpu

@@ -1,0 +1,280 @@
+"""The launch matrix: every Triton kernel launch our dispatcher or autotuner can make.
+
+Each builder mirrors one launcher in stepgrpo_fast/ops (same argument order, same dummy
+pointers, same constexprs) and yields ``Launch`` records: the kernel, mock arguments (dtype +
+pointer address only), constexprs and launch options. aot.py binds them with Triton's own
+argument specialiser for a CUDA target, which turns them into exactly the (signature,
+constexprs, divisibility attrs, options) a real launch would compile.
+
+Matrix dimensions (MATRIX): input dtype (fp32 with TF32 on and off, fp16, bf16), hidden size H,
+vocabulary V, entropy on/off, bias on/off, temperature, and every triton.Config of the
+autotuners (read from the Autotuner objects themselves, so a new config is picked up here).
+
+What changes the compiled binary: the constexprs, the argument dtypes, and Triton's
+specialisation of runtime ints and pointers -- an int is compiled as "divisible by 16" (or as
+the constant 1 when it equals 1), a pointer as "16-byte aligned". Runtime ints such as H and V
+therefore matter only through those hints: H in {896, 1536, 3584, 4096} and V = 151,936 are all
+multiples of 16, so the four H values map onto one specialisation per configuration.
+Temperature is a runtime fp32 scalar (1/T), which Triton never specialises.
+
+Held at one representative value (each would otherwise multiply the matrix; say so when
+reading the table):
+  * token count N (and M, the counted tokens): TOKENS = 4097, i.e. N % 16 != 0, the case 15 of
+    16 batch sizes hit and the one without alignment hints on N or on the [splits, N] partial
+    buffers; the N % 16 == 0 specialisation is compiled too, for the fixed default tiles
+    (DIVISIBLE_TOKENS, "N%16=0" in the table).
+  * targets are int64 token ids; every input of the op requires grad (hidden, weight, and the
+    bias when there is one): frozen-weight launches (COMPUTE_DW / NEED_DW off) only drop a GEMM.
+  * backward of linear_logprobs: "with entropy" = gradients flow into log-probs and entropy,
+    "without" = into log-probs only.
+
+TIERS -- the full matrix is ~500 distinct tl.dot-heavy binaries, 1-3 s of compile each on one
+idle CPU core (fp32 without TF32: 5-15 s, its FMA matmuls unroll into huge code), too slow for
+CI on 2 cores; so every launch carries a tier:
+  "ci"   bf16 / fp16 / fp32-TF32: every autotune config at the richest flags (bias and entropy
+         on) and every flag set at the default tiles (GPU_FWD_BLOCKS / GPU_BWD_BLOCKS, which are
+         also autotune configs); fp32 without TF32: every flag set at the default tiles; all
+         linear_grpo_loss and grpo_loss launches;
+  "full" adds the other (config x flag set) crosses and the N % 16 == 0 specialisations.
+The CI test compiles "ci"; `stepgrpo kernel-table` (the README table) compiles "full".
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+HIDDEN_SIZES = (896, 1536, 3584, 4096)      # Qwen2/2.5(-VL) 0.5B, 1.5B, 7B, and 4096-wide heads
+VOCAB_SIZE = 151_936                         # Qwen2 vocabulary
+TEMPERATURES = (1.0, 0.7)
+TOKENS = 4097                                # representative N (N % 16 != 0); see module doc
+DIVISIBLE_TOKENS = 4096                      # the N % 16 == 0 specialisation (default tiles)
+TOKEN_COEF_BLOCKS = (64, 128, 256, 512, 1024)
+H100_SMS = 132                               # the launchers size vocab splits by the SM count
+# (label, torch dtype, torch.backends.cuda.matmul.allow_tf32): fp32 follows torch's TF32 switch
+DTYPES = (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
+          ("fp32", torch.float32, False), ("fp32-tf32", torch.float32, True))
+TIERS = ("ci", "full")
+MATRIX = {"dtype": [d[0] for d in DTYPES], "H": list(HIDDEN_SIZES), "V": [VOCAB_SIZE],
+          "entropy": [False, True], "bias": [False, True], "temperature": list(TEMPERATURES)}
+
+
+class MockPtr:
+    """Stands in for a tensor argument: Triton's specialiser reads only dtype and data_ptr()."""
+
+    def __init__(self, dtype: torch.dtype, address: int = 1 << 20):
+        self.dtype = dtype
+        self._address = address
+
+    def data_ptr(self) -> int:
+        return self._address
+
+
+@dataclass
+class Launch:
+    """One launch: ``kernel`` (module, attribute) called with ``args`` plus ``constexprs`` and
+    ``options`` (num_warps, num_stages, ...). ``case`` describes the matrix row(s)."""
+    module: str
+    kernel: str
+    args: tuple
+    constexprs: dict
+    options: dict
+    case: dict
+    dtype: str
+    matmul: bool                 # tl.dot-heavy: tensor cores expected for 16-bit / TF32 inputs
+    autotuned: bool              # one of several autotune configs (the autotuner skips misfits)
+    tags: tuple = field(default_factory=tuple)
+    tier: str = "ci"             # "ci": compiled by the CI test; "full": kernel-table only
+    n_configs: int = 1           # configs of the autotuner this launch belongs to
+
+
+def _config_options(config) -> tuple[dict, dict]:
+    """triton.Config -> (its constexprs, its launch options)."""
+    kw = config.all_kwargs()
+    tiles = dict(config.kwargs)
+    return tiles, {k: v for k, v in kw.items() if k not in tiles and v is not None}
+
+
+def _label(tiles: dict, options: dict) -> str:
+    t = "/".join(str(v) for v in tiles.values())
+    return f"{t} w{options.get('num_warps', 4)} s{options.get('num_stages', 3)}"
+
+
+def _fp32_buffers(n: int, count: int, splits: int) -> list[MockPtr]:
+    """Views of one torch.empty(count, splits, n) fp32 buffer (unbind(0)): offsets matter."""
+    return [MockPtr(torch.float32, (1 << 20) + k * splits * n * 4) for k in range(count)]
+
+
+# ----------------------------------------------------------------------------- linear_logprobs
+def _logprobs_cases():
+    for (name, dtype, tf32), h, ent, bias, temp in itertools.product(
+            DTYPES, HIDDEN_SIZES, (False, True), (False, True), TEMPERATURES):
+        yield {"dtype": name, "H": h, "V": VOCAB_SIZE, "entropy": ent, "bias": bias,
+               "temperature": temp}, dtype, tf32
+
+
+def _v_split(n: int, block_n: int, block_v: int) -> int:
+    """ops/linear_logprobs.py:_pick_v_split on an H100 (132 SMs)."""
+    n_blocks = -(-n // block_n)
+    want = max(1, -(-4 * H100_SMS // n_blocks))
+    v_blocks = -(-VOCAB_SIZE // block_v)
+    return -(-v_blocks // min(v_blocks, want)) * block_v
+
+
+def _tier(case: dict, tiles: dict, options: dict, default: dict) -> str:
+    """CI: every config at the richest flags (bias + entropy), every flag set at the default
+    tiles; fp32 without TF32 only at the default tiles. The rest is "full" (see TIERS)."""
+    is_default = all(default[k] == v for k, v in {**tiles, **options}.items() if k in default)
+    if case["dtype"] == "fp32":
+        return "ci" if is_default else "full"
+    return "ci" if is_default or (case["bias"] and case["entropy"]) else "full"
+
+
+def logprobs_forward_launches(n: int = TOKENS, configs=None):
+    """ops/linear_logprobs.py:linear_logprobs_forward_triton, autotuned path (the GPU default)."""
+    from ..ops import linear_logprobs as ops
+
+    configs = ops._fwd_kernel_tuned.configs if configs is None else configs
+    for case, dtype, tf32 in _logprobs_cases():
+        h = case["H"]
+        v_split = _v_split(n, 128, ops.AUTOTUNE_V_ALIGN)
+        splits = -(-VOCAB_SIZE // v_split)
+        io = MockPtr(dtype)                   # hidden, weight, and the bias (hidden if none)
+        args = (io, io, io, MockPtr(torch.int64), *_fp32_buffers(n, 4, splits),
+                n, VOCAB_SIZE, h, v_split, h, 1, h, 1, 1.0 / case["temperature"])
+        flags = {"HAS_BIAS": case["bias"], "RETURN_ENTROPY": case["entropy"],
+                 "INPUT_PRECISION": "tf32" if tf32 else "ieee"}
+        for config in configs:
+            tiles, options = _config_options(config)
+            yield Launch("stepgrpo_fast.ops.linear_logprobs", "_fwd_kernel", args,
+                         {**flags, **tiles}, options, {**case, "config": _label(tiles, options)},
+                         case["dtype"], matmul=True, autotuned=len(configs) > 1,
+                         tier=_tier(case, tiles, options, ops.GPU_FWD_BLOCKS),
+                         n_configs=len(configs))
+
+
+def logprobs_backward_launches(n: int = TOKENS, configs=None):
+    """ops/linear_logprobs.py:linear_logprobs_backward_triton, autotuned path, all grads wanted."""
+    from ..ops import linear_logprobs as ops
+
+    configs = ops._bwd_kernel_tuned.configs if configs is None else configs
+    f32 = MockPtr(torch.float32)
+    for case, dtype, tf32 in _logprobs_cases():
+        h = case["H"]
+        io = MockPtr(dtype)
+        bias = io if case["bias"] else f32                # or_dummy: a 1-element fp32 buffer
+        ent = f32                                         # entropy (saved) or the dummy: fp32 both
+        args = (io, io, bias, MockPtr(torch.int64), f32, ent, f32, f32, f32, f32, f32,
+                n, VOCAB_SIZE, h, h, 1, h, 1, 1.0 / case["temperature"])
+        flags = {"HAS_BIAS": case["bias"], "HAS_GRAD_LOGP": True,
+                 "HAS_GRAD_ENT": case["entropy"], "COMPUTE_DH": True, "COMPUTE_DW": True,
+                 "COMPUTE_DB": case["bias"], "GROUP_N": 8,
+                 "INPUT_PRECISION": "tf32" if tf32 else "ieee"}
+        for config in configs:
+            tiles, options = _config_options(config)
+            yield Launch("stepgrpo_fast.ops.linear_logprobs", "_bwd_kernel", args,
+                         {**flags, **tiles}, options, {**case, "config": _label(tiles, options)},
+                         case["dtype"], matmul=True, autotuned=len(configs) > 1,
+                         tier=_tier(case, tiles, options, ops.GPU_BWD_BLOCKS),
+                         n_configs=len(configs))
+
+
+def _default_config(blocks: dict):
+    import triton
+
+    tiles = {k: v for k, v in blocks.items() if k.startswith("BLOCK")}
+    return triton.Config(tiles, num_warps=blocks["num_warps"], num_stages=blocks["num_stages"])
+
+
+def logprobs_default_tile_launches(n: int = DIVISIBLE_TOKENS):
+    """GPU_FWD_BLOCKS / GPU_BWD_BLOCKS (the fixed tiles) at N % 16 == 0."""
+    from ..ops import linear_logprobs as ops
+
+    for launch in itertools.chain(
+            logprobs_forward_launches(n, [_default_config(ops.GPU_FWD_BLOCKS)]),
+            logprobs_backward_launches(n, [_default_config(ops.GPU_BWD_BLOCKS)])):
+        launch.tags, launch.tier = ("N%16=0",), "full"
+        yield launch
+
+
+# ---------------------------------------------------------------------------- linear_grpo_loss
+def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
+    """ops/linear_grpo_loss.py:linear_grpo_loss_triton: lse pass, token coefficients, gradient."""
+    from ..ops import linear_grpo_loss as ops
+
+    cfg = ops.DEFAULT_BLOCKS
+    bm, bv = cfg["BLOCK_M"], cfg["BLOCK_V"]
+    m_blocks, v_blocks = -(-m // bm), -(-VOCAB_SIZE // bv)
+    splits = max(1, min(v_blocks, -(-4 * H100_SMS // m_blocks)))   # _num_splits on an H100
+    per_split = -(-v_blocks // splits)
+    splits = -(-v_blocks // per_split)
+    f32, i64 = MockPtr(torch.float32), MockPtr(torch.int64)
+    mod = "stepgrpo_fast.ops.linear_grpo_loss"
+    for (name, dtype, _tf32), h, bias, temp in itertools.product(
+            DTYPES[:3], HIDDEN_SIZES, (False, True), TEMPERATURES):
+        # fp32 -> "ieee" always (this op ignores torch's TF32 switch); 16-bit -> "tf32" (unused)
+        precision = "ieee" if dtype == torch.float32 else "tf32"
+        case = {"dtype": name, "H": h, "V": VOCAB_SIZE, "entropy": False, "bias": bias,
+                "temperature": temp}
+        io = MockPtr(dtype)
+        b_arg = io                                        # the bias, or hidden as a dummy
+        inv_t = 1.0 / temp
+        common = {"HAS_BIAS": bias, "DOT_PRECISION": precision, "BLOCK_M": bm, "BLOCK_V": bv}
+        lse_c = {**common, "BLOCK_K": cfg["BLOCK_K"]}
+        yield Launch(mod, "_lse_partial_kernel",
+                     (io, io, b_arg, i64, i64, f32, f32, f32, m, VOCAB_SIZE, h, inv_t, per_split),
+                     lse_c, {"num_warps": 8}, {**case, "config": _label(
+                         {k: lse_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, {"num_warps": 8})},
+                     name, matmul=True, autotuned=False, tags=tags, tier=tier)
+        grad_c = {**common, "BLOCK_K": cfg["BLOCK_K_GRAD"], "NEED_DH": True, "NEED_DW": True,
+                  "NEED_DB": bias}
+        yield Launch(mod, "_grad_tile_kernel",
+                     (io, io, b_arg, i64, i64, f32, f32, f32, f32, f32, m, VOCAB_SIZE, h, inv_t),
+                     grad_c, {"num_warps": 8}, {**case, "config": _label(
+                         {k: grad_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, {"num_warps": 8})},
+                     name, matmul=True, autotuned=False, tags=tags, tier=tier)
+    # BLOCK = min(1024, next_power_of_2(M)): 1024 from M = 513 tokens on, smaller below.
+    for block, has_old, has_ref in itertools.product(TOKEN_COEF_BLOCKS if not tags else (1024,),
+                                                     (False, True), (False, True)):
+        rows = m if block == 1024 else block - 1
+        yield _small(mod, "_token_coef_kernel",
+                     (f32, f32, f32, i64, f32, f32, f32, f32, f32, f32, f32, rows, splits,
+                      0.04, 0.2, 0.2, 1.0),
+                     {"HAS_OLD": has_old, "HAS_REF": has_ref, "BLOCK": block}, tags, tier)
+
+
+def _small(module, kernel, args, constexprs, tags=(), tier="ci"):
+    """An elementwise / reduction kernel: fp32 only, default launch options."""
+    return Launch(module, kernel, args, constexprs, {}, {"config": f"BLOCK={constexprs['BLOCK']}"},
+                  "fp32", matmul=False, autotuned=False, tags=tags, tier=tier)
+
+
+# ----------------------------------------------------------------------------------- grpo_loss
+def grpo_token_launches(n: int = TOKENS):
+    """ops/grpo_loss.py: token loss (fixed TOKEN_BLOCK), batch std, group advantages."""
+    from ..ops import grpo_loss as ops
+
+    f32 = MockPtr(torch.float32)
+    mod = "stepgrpo_fast.ops.grpo_loss"
+    for has_old, has_ref in itertools.product((False, True), repeat=2):
+        yield _small(mod, "_grpo_token_kernel", (f32,) * 7 + (n, 0.04, 0.2, 0.2),
+                     {"HAS_OLD": has_old, "HAS_REF": has_ref, "BLOCK": ops.TOKEN_BLOCK})
+    # rewards of G groups: the block is next_power_of_2(group_size) (num_generations >= 2) and,
+    # for scale="batch", min(4096, next_power_of_2(rewards)) for the batch std.
+    for group_size in (2, 4, 8, 16, 32, 64):
+        for scale in (0, 1, 2):
+            yield _small(mod, "_group_advantages_kernel", (f32, f32, f32, group_size, 1e-4),
+                         {"SCALE": scale, "BLOCK": group_size})
+    for block in (64, 256, 1024, 4096):
+        yield _small(mod, "_batch_std_kernel", (f32, f32, block - 3), {"BLOCK": block})
+
+
+def all_launches():
+    """The whole launch matrix (Launch records, not yet deduplicated)."""
+    yield from logprobs_forward_launches()
+    yield from logprobs_backward_launches()
+    yield from logprobs_default_tile_launches()
+    yield from grpo_linear_launches()
+    yield from grpo_linear_launches(DIVISIBLE_TOKENS, tags=("N%16=0",), tier="full")
+    yield from grpo_token_launches()
