@@ -94,7 +94,7 @@ setup(
         "logging": ["tensorboard", "wandb"],
         "dev": ["ruff"],
         "test": test_extras,
-        "bench": ["pytest-benchmark>=4", "liger-kernel>=0.5", "numpy"],
+        "bench": ["pytest-benchmark>=4", "liger-kernel>=0.5", "numpy", "trl>=1.16,<1.17", "datasets"],
     },
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},

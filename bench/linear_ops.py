@@ -1,0 +1,221 @@
+"""Providers for the two fused linear ops, one case at a time.
+
+A case is (op, N tokens, H hidden, V vocab, dtype, device). Every provider computes the same thing
+from the same inputs (hidden, weight, targets; for the GRPO loss also mask, advantages, old and
+reference log-probs, beta 0.04, loss_type "grpo") and exposes::
+
+    forward() -> out        the op with autograd recording (a training forward)
+    backward(out)           gradients for hidden and weight (into .grad)
+    clear()                 drop .grad (untimed, before every call)
+
+Providers:
+    ours   stepgrpo_fast.linear_logprobs / linear_grpo_loss, impl="auto" (chunked torch on the
+           CPU, Triton kernels on CUDA)
+    naive  materialise the [N, V] logits, log_softmax, gather, autograd (stepgrpo_fast.reference)
+    liger  linear_logprobs: LigerFusedLinearCrossEntropyLoss (logp = -CE; Triton only, so it is
+           recorded as unavailable on a CPU); linear_grpo_loss: LigerFusedLinearGRPOLoss
+           (compiled=False on the CPU, compiled on CUDA)
+    bare_matmuls  the floor: z = h W^T (fwd), z W and z^T h (bwd), nothing else
+The log-prob backward seeds every provider with d(sum logp) = 1 per token.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+OPS = ("linear_logprobs", "linear_grpo_loss")
+PROVIDERS = ("ours", "naive", "liger", "bare_matmuls")
+BASELINE = "naive"
+BETA = 0.04
+
+
+@dataclass(frozen=True)
+class LinearCase:
+    """One shape. hidden is [B, T, H] with B * T = N (T = min(N, 256)); weight [V, H]."""
+
+    op: str
+    n: int
+    h: int
+    v: int
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    sweep: str = ""  # "", "N" or "V"
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+        if min(self.n, self.h, self.v) < 1:
+            raise ValueError(f"N, H, V must be positive, got {self.n}, {self.h}, {self.v}")
+
+    @property
+    def bt(self) -> tuple[int, int]:
+        t = min(self.n, 256)
+        if self.n % t:
+            raise ValueError(f"N={self.n} must be a multiple of T={t}")
+        return self.n // t, t
+
+    def grad_bytes(self) -> int:
+        """Bytes of dH and dW, the op's own outputs in a backward pass."""
+        item = torch.empty((), dtype=self.dtype).element_size()
+        return (self.n * self.h + self.v * self.h) * item
+
+
+@dataclass
+class Provider:
+    forward: Callable[[], object]
+    backward: Callable[[object], None]
+    clear: Callable[[], None]
+    grads_in_forward: bool = False  # computes dH and dW during forward (ours GRPO, Liger)
+    tensors: dict = field(default_factory=dict)
+
+
+def make_inputs(case: LinearCase, seed: int = 0) -> dict:
+    """Leaf tensors requiring grad (hidden [B,T,H], weight [V,H]) and the GRPO side inputs."""
+    b, t = case.bt
+    g = torch.Generator().manual_seed(seed)
+    dev, dt = case.device, case.dtype
+    hidden = torch.randn(b, t, case.h, generator=g).to(dev, dt).requires_grad_()
+    weight = (torch.randn(case.v, case.h, generator=g) * 0.02).to(dev, dt).requires_grad_()
+    targets = torch.randint(0, case.v, (b, t), generator=g).to(dev)
+    old = (-torch.rand(b, t, generator=g) * 5 - 10).to(dev)
+    return {
+        "hidden": hidden,
+        "weight": weight,
+        "targets": targets,
+        "mask": torch.ones(b, t, device=dev),  # every token counts: same work as the bare GEMMs
+        "adv": torch.randn(b, generator=g).to(dev),
+        "old": old,
+        "ref": old + 0.1 * torch.randn(b, t, generator=g).to(dev),
+    }
+
+
+def _clear(x: dict) -> Callable[[], None]:
+    def clear():
+        x["hidden"].grad = None
+        x["weight"].grad = None
+    return clear
+
+
+def _scalar_backward(out) -> None:
+    out.backward()
+
+
+def _ours(case: LinearCase, x: dict) -> Provider:
+    from stepgrpo_fast import linear_grpo_loss, linear_logprobs
+
+    if case.op == "linear_logprobs":
+        def forward():
+            return linear_logprobs(x["hidden"], x["weight"], x["targets"], impl="auto").sum()
+        return Provider(forward, _scalar_backward, _clear(x))
+
+    def forward():
+        loss, _ = linear_grpo_loss(x["hidden"], x["weight"], x["targets"], x["mask"], x["adv"],
+                                   old_logp=x["old"], ref_logp=x["ref"], beta=BETA,
+                                   loss_type="grpo", impl="auto")
+        return loss
+    return Provider(forward, _scalar_backward, _clear(x), grads_in_forward=True)
+
+
+def _naive(case: LinearCase, x: dict) -> Provider:
+    from stepgrpo_fast.reference.grpo_loss import linear_grpo_loss_naive
+    from stepgrpo_fast.reference.linear_logprobs import linear_logprobs_naive
+
+    if case.op == "linear_logprobs":
+        def forward():
+            return linear_logprobs_naive(x["hidden"], x["weight"], x["targets"]).sum()
+        return Provider(forward, _scalar_backward, _clear(x))
+
+    def forward():
+        loss, _ = linear_grpo_loss_naive(x["hidden"], x["weight"], x["targets"], x["mask"],
+                                         x["adv"], old_logp=x["old"], ref_logp=x["ref"],
+                                         beta=BETA, loss_type="grpo")
+        return loss
+    return Provider(forward, _scalar_backward, _clear(x))
+
+
+def _liger(case: LinearCase, x: dict) -> Provider:
+    if case.op == "linear_logprobs":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        ce = LigerFusedLinearCrossEntropyLoss(reduction="sum")
+        h2 = lambda: x["hidden"].reshape(-1, case.h)
+
+        def forward():
+            return -ce(x["weight"], h2(), x["targets"].reshape(-1))
+        return Provider(forward, _scalar_backward, _clear(x), grads_in_forward=True)
+
+    from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
+
+    module = LigerFusedLinearGRPOLoss(beta=BETA, compiled=x["hidden"].is_cuda,
+                                      use_ref_model=True, loss_type="grpo")
+
+    def forward():
+        loss, _ = module(x["hidden"], x["weight"], x["targets"], x["mask"], x["adv"],
+                         ref_per_token_logps=x["ref"], old_per_token_logps=x["old"])
+        return loss
+    return Provider(forward, _scalar_backward, _clear(x), grads_in_forward=True)
+
+
+def _bare(case: LinearCase, x: dict) -> Provider:
+    h = x["hidden"].detach().reshape(-1, case.h)
+    w = x["weight"].detach()
+
+    def forward():
+        return h @ w.T
+
+    def backward(z):
+        z @ w      # dH-shaped GEMM
+        z.T @ h    # dW-shaped GEMM
+    return Provider(forward, backward, lambda: None)
+
+
+_FACTORIES = {"ours": _ours, "naive": _naive, "liger": _liger, "bare_matmuls": _bare}
+
+
+def build_provider(name: str, case: LinearCase, x: dict) -> Provider:
+    if name not in _FACTORIES:
+        raise ValueError(f"provider must be one of {PROVIDERS}, got {name!r}")
+    p = _FACTORIES[name](case, x)
+    p.tensors = x
+    return p
+
+
+def mode_call(p: Provider, mode: str) -> tuple[Callable, Callable]:
+    """(fn, setup) timing ``mode`` of provider ``p``: fwd = forward only (autograd recording),
+    bwd = backward only (the forward runs in the untimed setup), full = forward + backward."""
+    if mode == "fwd":
+        return (lambda _: p.forward()), p.clear
+    if mode == "bwd":
+        def setup():
+            p.clear()
+            return p.forward()
+        return p.backward, setup
+    if mode == "full":
+        return (lambda _: p.backward(p.forward())), p.clear
+    raise ValueError(f"mode must be 'fwd', 'bwd' or 'full', got {mode!r}")
+
+
+def unavailable_reason(name: str, op: str, device: str) -> str | None:
+    """Run provider ``name`` once on a tiny case; why it cannot run here, or None."""
+    try:
+        case = LinearCase(op, 8, 16, 64, device=device)
+        p = build_provider(name, case, make_inputs(case, seed=3))
+        p.backward(p.forward())
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available on this device"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    return None
+
+
+def max_disagreement(op: str, device: str, provider: str = "ours") -> float:
+    """Max |provider - naive| over the output and dH, dW on a small case (sanity before timing)."""
+    case = LinearCase(op, 64, 32, 512, device=device)
+    results = []
+    for name in (provider, "naive"):
+        x = make_inputs(case, seed=1)
+        p = build_provider(name, case, x)
+        out = p.forward()
+        p.backward(out)
+        results.append([out.detach().float(), x["hidden"].grad.float(), x["weight"].grad.float()])
+    return max((a - b).abs().max().item() for a, b in zip(*results))

@@ -1,0 +1,149 @@
+"""The benchmark runner end to end: ``python -m bench --quick`` writes CSV / JSON / MD / PNGs with
+every group, sane numbers, ratios against the baselines, and the fixed-workspace property of our
+fused ops in the scaling sweeps. Plus the ``stepgrpo bench`` shim and argument errors."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # the bench/ package of this checkout (not installed)
+    sys.path.insert(0, str(ROOT))
+GROUPS = {"linear_logprobs", "linear_grpo_loss", "advantages", "rewards", "train_step"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_quick")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("TRITON_INTERPRET", None)  # the runner uses impl="auto": the torch path on a CPU
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    print(f"python -m bench --quick: {seconds:.1f} s")
+    return out, seconds
+
+
+def _files(out: Path, suffix: str) -> list[Path]:
+    return sorted(out.glob(f"*-quick{suffix}"))
+
+
+def _rows(out: Path) -> list[dict]:
+    (json_path,) = _files(out, ".json")
+    return json.loads(json_path.read_text())["rows"]
+
+
+def test_writes_csv_json_markdown_and_plots(quick_run):
+    out, _ = quick_run
+    (csv_path,), (json_path,), (md_path,) = (_files(out, s) for s in (".csv", ".json", ".md"))
+    payload = json.loads(json_path.read_text())
+    with open(csv_path) as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(payload["rows"]) > 20
+    assert {"provider", "op", "mode", "p20_s", "p50_s", "p80_s", "peak_bytes", "workspace_bytes",
+            "device", "torch", "triton", "transformers", "trl", "liger"} <= set(csv_rows[0])
+    assert payload["machine"]["versions"]["torch"] and payload["quick"] is True
+    assert set(payload["seconds"]) == GROUPS | {"total"}
+    pngs = sorted(p.name.rsplit("-", 1)[1] for p in out.glob("*-quick-*.png"))
+    assert pngs == sorted(f"{g}.png" for g in GROUPS | {"sweeps"})
+    text = md_path.read_text()
+    for heading in ("### linear_logprobs", "### linear_grpo_loss", "### Group advantages",
+                    "### Key-step matcher", "### One StepGRPO training step"):
+        assert heading in text
+
+
+def test_every_group_has_sane_positive_numbers(quick_run):
+    rows = _rows(quick_run[0])
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["group"] for r in ok} == GROUPS
+    for r in ok:
+        assert 0 < r["p20_s"] <= r["p50_s"] <= r["p80_s"] < 600, r
+        assert r["items_per_s"] > 0 and r["device"].startswith(("cpu:", "cuda:")), r
+        if r["group"] in ("linear_logprobs", "linear_grpo_loss", "advantages"):
+            assert r["peak_bytes"] >= r["workspace_bytes"] >= 0, r
+    for r in rows:
+        assert r["status"] == "ok" or r["status"].startswith(("unavailable: ", "failed: ")), r
+        assert not r["status"].startswith("failed"), r
+    providers = {(r["group"], r["provider"]) for r in ok}
+    for group, names in {
+        "linear_logprobs": ("ours", "naive", "bare_matmuls"),
+        "linear_grpo_loss": ("ours", "naive", "liger", "bare_matmuls"),
+        "advantages": ("ours", "plain_torch"),
+        "rewards": ("python_fallback",),
+        "train_step": ("ours", "trl_ours_head", "trl"),
+    }.items():
+        assert {(group, n) for n in names} <= providers, group
+    modes = {r["mode"] for r in ok if r["group"] == "linear_logprobs" and not r["sweep"]}
+    assert modes == {"fwd", "bwd", "full"}
+
+
+def test_liger_logprobs_is_recorded_unavailable_on_cpu_not_faked(quick_run):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("Liger's fused linear CE runs on CUDA")
+    liger = [r for r in _rows(quick_run[0])
+             if r["group"] == "linear_logprobs" and r["provider"] == "liger"]
+    assert liger and all(r["status"].startswith("unavailable: ") and r["p50_s"] == ""
+                         for r in liger)
+
+
+def test_ratios_are_against_the_baseline_of_the_same_case(quick_run):
+    rows = [r for r in _rows(quick_run[0]) if r["status"] == "ok"]
+    for r in rows:
+        if r["provider"] == r["baseline"]:
+            assert r["x_baseline_p50"] == 1.0, r
+    ours = next(r for r in rows if r["group"] == "linear_logprobs" and r["provider"] == "ours"
+                and r["mode"] == "full" and not r["sweep"])
+    naive = next(r for r in rows if r["group"] == "linear_logprobs" and r["provider"] == "naive"
+                 and r["mode"] == "full" and not r["sweep"])
+    assert ours["x_baseline_p50"] == pytest.approx(ours["p50_s"] / naive["p50_s"], rel=1e-2)
+
+
+@pytest.mark.parametrize("op", ["linear_logprobs", "linear_grpo_loss"])
+@pytest.mark.parametrize("sweep", ["N", "V"])
+def test_sweep_workspace_is_flat_for_ours_and_grows_for_naive(quick_run, op, sweep):
+    rows = [r for r in _rows(quick_run[0])
+            if r["group"] == op and r["sweep"] == sweep and r["status"] == "ok"]
+
+    def workspace(provider):
+        pts = sorted((r[sweep], r["workspace_bytes"]) for r in rows if r["provider"] == provider)
+        assert len(pts) >= 2, (provider, pts)
+        return pts
+
+    ours, naive = workspace("ours"), workspace("naive")
+    grow = ours[-1][0] / ours[0][0]
+    assert ours[-1][1] <= 1.25 * ours[0][1], ours            # flat where the sweep grows `grow`x
+    assert naive[-1][1] >= 0.8 * grow * naive[0][1], naive    # linear in N (or V)
+    assert ours[-1][1] < naive[-1][1] / 3
+
+
+def test_unknown_group_is_an_error():
+    from bench.runner import main, parse_groups
+
+    with pytest.raises(ValueError, match="unknown group.*choose from linear_logprobs"):
+        parse_groups("rewards,nope")
+    assert main(["--groups", "nope"]) == 2
+
+
+def test_stepgrpo_bench_shim(monkeypatch, tmp_path, capsys):
+    from stepgrpo_fast import bench_cli
+    from stepgrpo_fast.cli import build_parser
+
+    args = build_parser("bench").parse_args(["bench", "--quick", "--groups", "rewards"])
+    assert args.quick and args.groups == "rewards" and args._run is bench_cli.run
+    assert bench_cli.find_runner().__name__ == "bench.runner"   # found from this clone
+    monkeypatch.setattr(bench_cli, "candidate_roots", lambda: [tmp_path])
+    assert bench_cli.find_runner() is None
+    assert bench_cli.run(args) == 2
+    assert "python -m bench" in capsys.readouterr().err
