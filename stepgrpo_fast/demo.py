@@ -65,6 +65,9 @@ class DemoSettings:
     kinds: list[str] = field(default_factory=lambda: ["add", "area", "compare"])
     text_hints: bool = True            # add / area questions also state the numbers
     max_value: int = 9                 # operands 1..max_value (2..9): 81 sums, 64 areas, 72 bar pairs
+    # The SFT traces come from a weak teacher that drops the carry in this share of the carrying
+    # sums ("7 + 8 = 5"); RL's verifiable reward (answer + key step "7 + 8 = 15") has to repair it.
+    sft_carry_slip: float = 0.7
     hidden_size: int = 64
     num_layers: int = 2
     vocab_size: int = 1024
@@ -84,6 +87,8 @@ class DemoSettings:
             raise ValueError(f"demo.threads must be >= 0, got {self.threads}")
         if not 2 <= self.max_value <= 9:
             raise ValueError(f"demo.max_value must be in 2..9, got {self.max_value}")
+        if not 0.0 <= self.sft_carry_slip <= 1.0:
+            raise ValueError(f"demo.sft_carry_slip must be in [0, 1], got {self.sft_carry_slip}")
         bad = [k for k in self.kinds if k not in KINDS]
         if not self.kinds or bad:
             raise ValueError(f"demo.kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
@@ -256,7 +261,7 @@ def _run_pipeline(out: Path, seed: int, ablation: bool, settings: DemoSettings, 
     t0 = time.perf_counter()
     data = write_dataset(out / "data", seed=seed, n_sft=settings.n_sft, n_rl=settings.n_rl,
                          n_eval=settings.n_eval, kinds=tuple(settings.kinds), text_hints=settings.text_hints,
-                         max_value=settings.max_value)
+                         max_value=settings.max_value, sft_carry_slip=settings.sft_carry_slip)
     model_dir = build_tiny_checkpoint(out / "model", seed=seed, vocab_size=settings.vocab_size,
                                       phrase_merges=settings.phrase_merges, hidden_size=settings.hidden_size,
                                       num_layers=settings.num_layers, min_pixels=sft_base.min_pixels,
@@ -517,7 +522,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         "\n![reward curve](reward_curve.png)\n\n![before / after](before_after.png)\n",
         "## Setup\n",
         (f"- data: {demo['n_sft']} SFT / {demo['n_rl']} RL / {demo['n_eval']} eval records, operands "
-         f"1..{demo['max_value']}, text hints {demo['text_hints']}"),
+         f"1..{demo['max_value']}, text hints {demo['text_hints']}, SFT teacher drops the carry in "
+         f"{demo.get('sft_carry_slip', 0.0):.0%} of carrying sums"),
         (f"- model: tiny Qwen2-VL, hidden {demo['hidden_size']}, {demo['num_layers']} layers, vocab "
          f"{demo['vocab_size']} (phrase merges {demo['phrase_merges']}), vision tower frozen {cfg_rl['freeze_vision']}"),
         (f"- SFT: {cfg_sft['max_steps']} steps x batch {cfg_sft['per_device_batch_size']}, lr "

@@ -144,6 +144,8 @@ def test_cli_arguments_and_errors(tmp_path, capsys):
     assert "no_such_option" in capsys.readouterr().err
     assert demo.run(_parse(["--out", str(tmp_path / "x"), "--set", "demo.max_value=12"])) == 2
     assert "max_value" in capsys.readouterr().err
+    assert demo.run(_parse(["--out", str(tmp_path / "x"), "--set", "demo.sft_carry_slip=1.2"])) == 2
+    assert "sft_carry_slip" in capsys.readouterr().err
     with pytest.raises(ValueError, match="STAGE.KEY=VALUE"):
         demo.split_overrides(["beta=0"])
     with pytest.raises(ValueError, match="unknown demo setting"):

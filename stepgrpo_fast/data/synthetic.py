@@ -106,12 +106,18 @@ def _canvas(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return image, ImageDraw.Draw(image)
 
 
-def make_add(rng: random.Random, *, max_value: int = 9, text_hints: bool = True) -> Problem:
+def make_add(rng: random.Random, *, max_value: int = 9, text_hints: bool = True,
+             carry_slip: float = 0.0) -> Problem:
+    """``carry_slip``: probability that the reference reasoning (``response``) of a carrying sum
+    comes from a weak teacher that drops the carry ("7 + 8 = 5"); solution and key steps stay
+    right. The draw is made for every problem, so the problems do not depend on the rate."""
     a, b = rng.randint(1, max_value), rng.randint(1, max_value)
     image, draw = _canvas(84, 56)
     draw.text((rng.randint(4, 14), rng.randint(8, 20)), str(a), fill=(0, 0, 0), font=_font(24))
     draw.text((rng.randint(46, 58), rng.randint(8, 20)), str(b), fill=(0, 0, 0), font=_font(24))
     total = a + b
+    slipped = rng.random() < carry_slip and total >= 10
+    taught = total - 10 if slipped else total  # what the teacher writes
     hint = f" The numbers are {a} and {b}." if text_hints else ""
     return Problem(
         kind="add",
@@ -121,8 +127,8 @@ def make_add(rng: random.Random, *, max_value: int = 9, text_hints: bool = True)
         response=format_response(
             f"The image shows the numbers {a} and {b}.",
             "The answer is the sum of the two numbers.",
-            [f"The numbers are {a} and {b}.", f"{a} + {b} = {total}"],
-            str(total),
+            [f"The numbers are {a} and {b}.", f"{a} + {b} = {taught}"],
+            str(taught),
         ),
         key_steps=[
             [f"{a} and {b}", f"{b} and {a}"],
@@ -247,8 +253,10 @@ def make_problem(rng: random.Random, kind: str, **options) -> Problem:
     return _MAKERS[kind](rng, **options)
 
 
-def _kind_options(kind: str, text_hints: bool, max_value: int) -> dict:
-    if kind in ("add", "area"):
+def _kind_options(kind: str, text_hints: bool, max_value: int, carry_slip: float = 0.0) -> dict:
+    if kind == "add":
+        return {"max_value": max_value, "text_hints": text_hints, "carry_slip": carry_slip}
+    if kind == "area":
         return {"max_value": max_value, "text_hints": text_hints}
     if kind == "compare":
         return {"max_value": max_value}
@@ -263,9 +271,11 @@ def generate(
     split: str = "sft",
     text_hints: bool = True,
     max_value: int = 9,
+    carry_slip: float = 0.0,
 ) -> list[Problem]:
     """``n`` problems, kinds cycled in order, each from its own RNG stream keyed by
-    (seed, split, index): the same call always gives the same problems, and the splits differ."""
+    (seed, split, index): the same call always gives the same problems, and the splits differ.
+    ``carry_slip`` only changes the reference reasoning of carrying ``add`` sums (see make_add)."""
     kinds = tuple(kinds)
     if not kinds or any(k not in _MAKERS for k in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
@@ -273,14 +283,16 @@ def generate(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 2 <= max_value <= 9:
         raise ValueError(f"max_value must be in 2..9, got {max_value}")
-    return [_problem_at(seed, split, i, kinds, text_hints, max_value) for i in range(n)]
+    if not 0.0 <= carry_slip <= 1.0:
+        raise ValueError(f"carry_slip must be in [0, 1], got {carry_slip}")
+    return [_problem_at(seed, split, i, kinds, text_hints, max_value, carry_slip) for i in range(n)]
 
 
 def _problem_at(seed: int, split: str, index: int, kinds: tuple, text_hints: bool,
-                max_value: int) -> Problem:
+                max_value: int, carry_slip: float = 0.0) -> Problem:
     rng = random.Random(f"{seed}/{split}/{index}")
     kind = kinds[index % len(kinds)]
-    return make_problem(rng, kind, **_kind_options(kind, text_hints, max_value))
+    return make_problem(rng, kind, **_kind_options(kind, text_hints, max_value, carry_slip))
 
 
 def fingerprint(problem: Problem) -> str:
@@ -346,10 +358,13 @@ def write_dataset(
     kinds=KINDS,
     text_hints: bool = True,
     max_value: int = 9,
+    sft_carry_slip: float = 0.0,
 ) -> dict[str, pathlib.Path]:
     """Write sft.jsonl, rl.jsonl, eval.jsonl (+ images/<split>_<i>.png) under ``out_dir``.
 
     Records: {"image", "question", "solution", "key_steps", "kind"} and, for SFT, "response".
+    ``sft_carry_slip``: rate at which the SFT reference reasoning of a carrying sum drops the
+    carry (a weak teacher's traces); RL and eval records carry no reasoning and are unaffected.
     Returns {split: jsonl path}.
     """
     out_dir = pathlib.Path(out_dir)
@@ -364,7 +379,8 @@ def write_dataset(
         if split == "eval":  # held out: no eval problem is a copy of an SFT or RL problem
             problems = generate_held_out(seed, n, training, **options)
         else:
-            problems = generate(seed, n, split=split, **options)
+            slip = sft_carry_slip if split == "sft" else 0.0
+            problems = generate(seed, n, split=split, carry_slip=slip, **options)
             training.update(fingerprint(p) for p in problems)
         with open(path, "w") as f:
             for i, p in enumerate(problems):

@@ -221,3 +221,37 @@ def test_corpus_covers_the_layout():
     joined = "\n".join(corpus)
     for header in synthetic.RESPONSE_HEADERS[:5] + (synthetic.HEADER_FINAL,):
         assert header in joined
+
+
+def test_carry_slip_only_changes_the_sft_reasoning_of_carrying_sums(tmp_path):
+    """A weak teacher drops the carry ("8 + 7 = 5") in the SFT traces; questions, pictures,
+    solutions and key steps stay those of the exact problems, and RL / eval records are untouched."""
+    exact = generate(5, 60, kinds=("add", "area"))
+    slipped = generate(5, 60, kinds=("add", "area"), carry_slip=1.0)
+    carrying = 0
+    for p, q in zip(exact, slipped):
+        assert (p.question, p.solution, p.key_steps) == (q.question, q.solution, q.key_steps)
+        assert p.image.tobytes() == q.image.tobytes()
+        total = int(p.solution)
+        if p.kind == "add" and total >= 10:
+            carrying += 1
+            a, b = map(int, re.findall(r"\d+", p.question)[:2])
+            assert q.response.endswith(f"{a} + {b} = {total - 10}\n### The final answer is:\n{total - 10}")
+            assert match_key_steps([q.response], [q.key_steps])[0] < 1.0
+        else:
+            assert p.response == q.response
+    assert carrying >= 5
+    half = generate(5, 400, kinds=("add",), carry_slip=0.5)
+    rate = np.mean([p.response.split("\n")[-1] != p.solution for p in half if int(p.solution) >= 10])
+    assert 0.35 < rate < 0.65
+    paths = write_dataset(tmp_path / "ds", seed=5, n_sft=20, n_rl=20, n_eval=20, kinds=("add",),
+                          sft_carry_slip=1.0)
+    exact_paths = write_dataset(tmp_path / "ds0", seed=5, n_sft=20, n_rl=20, n_eval=20, kinds=("add",))
+    sft = [json.loads(line) for line in paths["sft"].read_text().splitlines()]
+    sft_exact = [json.loads(line) for line in exact_paths["sft"].read_text().splitlines()]
+    assert any(r["response"].split("\n")[-1] != r["solution"] for r in sft)
+    assert [r["solution"] for r in sft] == [r["solution"] for r in sft_exact]
+    for split in ("rl", "eval"):
+        assert paths[split].read_text() == exact_paths[split].read_text()
+    with pytest.raises(ValueError, match="carry_slip"):
+        generate(0, 2, carry_slip=1.5)
