@@ -2,7 +2,7 @@
 
     python -m stepgrpo_fast.gpu.aot --out results.json [--arch 80 90] [--workers 2]
                                     [--cache-dir DIR] [--tier ci|full]
-                                    [--write-spill-baseline PATH] [--from-json report.json]
+                                    [--from-json report.json]
 
 1. Registry: launches.all_launches() lists every launch the dispatcher or an autotuner can make
    (see launches.py for the matrix and what is held fixed).
@@ -105,8 +105,12 @@ def build_jobs(archs=ARCHS, tier: str = "full", launches=None) -> tuple[list[Com
     launches = list(all_launches() if launches is None else launches)
     launches = [x for x in launches if tier == "full" or x.tier == "ci"]
     jobs: dict[str, CompileJob] = {}
+    rows = 0
     for arch in archs:
         for launch in launches:
+            if launch.arch is not None and launch.arch != arch:
+                continue                  # tiles of another architecture's list
+            rows += 1
             signature, constexprs, attrs = bind(launch, arch)
             job = CompileJob(launch.module, launch.kernel, arch, signature, constexprs, attrs,
                              dict(launch.options), launch.dtype, launch.case["config"],
@@ -118,7 +122,7 @@ def build_jobs(archs=ARCHS, tier: str = "full", launches=None) -> tuple[list[Com
             kept.variants += 1
             if launch.tags and not set(launch.tags) <= set(kept.tags):
                 kept.tags = tuple(sorted(set(kept.tags) | set(launch.tags)))
-    return list(jobs.values()), len(launches) * len(archs)
+    return list(jobs.values()), rows
 
 
 # ------------------------------------------------------------------------------- compilation
@@ -209,11 +213,6 @@ def compile_registry(archs=ARCHS, workers: int = 2, cache_dir: str | None = None
 
 
 # ------------------------------------------------------------------------------------ checks
-def _group_key(r: dict) -> str:
-    return json.dumps([r["module"], r["kernel"], r["arch"], r["dtype"],
-                       sorted(r["flags"].items()), list(r["tags"])], default=str)
-
-
 def binary_key(r: dict) -> str:
     """A readable identity of one result row (kernel, arch, dtype, tiles, flags, tags)."""
     flags = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}"
@@ -229,39 +228,23 @@ def spill_bytes(r: dict) -> int:
     return int(r["local"]) + int(r["stack"])
 
 
-def problems(report: dict, known_spills: dict | None = None) -> list[str]:
-    """Every violation of: compiles; no spills (LOCAL 0, STACK 0); shared memory within the
-    architecture's limit (an autotuned config may exceed it -- Triton's autotuner drops configs
-    that raise OutOfResources at launch -- but each autotuned launch keeps at least one config
-    that fits, checked where all of its configs were compiled); tl.dot-heavy kernels use tensor
-    cores for bf16 / fp16 / TF32 inputs.
-
-    known_spills {binary_key: bytes}: a ratchet. Listed binaries may spill up to their bytes;
-    more, an unlisted spill, or a listed binary that no longer spills is a problem."""
+def problems(report: dict) -> list[str]:
+    """Every violation, per compiled binary, of: it compiles; no register spills (cuobjdump LOCAL
+    0 and STACK 0); shared memory within the architecture's limit -- autotune tiles included,
+    so no GPU ever has to skip one; tl.dot-heavy kernels use tensor cores for bf16 / fp16 / TF32
+    inputs."""
     out = []
-    fitting: dict[str, list] = {}
     for r in report["results"]:
         name = binary_key(r)
         if r["error"]:
             out.append(f"{name}: did not compile: {r['error'][:300]}")
             continue
-        spilled, allowed = spill_bytes(r), None
-        if known_spills is not None:
-            allowed = known_spills.get(name)
-            if allowed is not None and spilled == 0:
-                out.append(f"{name}: no longer spills: remove it from the spill baseline")
-        if spilled and (allowed is None or spilled > allowed):
-            out.append(f"{name}: spills (LOCAL {r['local']} B, STACK {r['stack']} B)"
-                       + (f", baseline {allowed} B" if allowed is not None else ""))
+        if spill_bytes(r):
+            out.append(f"{name}: spills (LOCAL {r['local']} B, STACK {r['stack']} B)")
+        if not r["fits"]:
+            out.append(f"{name}: shared memory {r['shared']} B > {r['shared_limit']} B")
         if r["matmul"] and r["dtype"] in HALF_OR_TF32 and not r["tensor_cores"]:
             out.append(f"{name}: no {TENSOR_CORE_PTX[r['arch']]} in the PTX")
-        if r["autotuned"]:
-            fitting.setdefault(_group_key(r), []).append(r)
-        elif not r["fits"]:
-            out.append(f"{name}: shared memory {r['shared']} B > {r['shared_limit']} B")
-    for rows in fitting.values():
-        if len(rows) >= rows[0].get("n_configs", 1) and not any(r["fits"] for r in rows):
-            out.append(f"{binary_key(rows[0])}: autotuned launch where no config fits")
     return out
 
 
@@ -291,9 +274,6 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", default=None, help="TRITON_CACHE_DIR for the compiles")
     parser.add_argument("--tier", default="full", choices=("ci", "full"))
     parser.add_argument("--from-json", default=None, help="reuse a report instead of compiling")
-    parser.add_argument("--write-spill-baseline", default=None, metavar="PATH",
-                        help="write {binary: spill bytes} of every spilling binary (the ratchet "
-                             "tests/gpu_readiness/spill_baseline.json)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     if args.from_json:
@@ -301,11 +281,6 @@ def main(argv=None) -> int:
     else:
         report = compile_registry(tuple(args.arch), args.workers, args.cache_dir, args.tier)
     Path(args.out).write_text(json.dumps(report, indent=1, default=str))
-    if args.write_spill_baseline:
-        baseline = {binary_key(r): spill_bytes(r) for r in report["results"]
-                    if not r["error"] and spill_bytes(r)}
-        Path(args.write_spill_baseline).write_text(json.dumps(dict(sorted(baseline.items())),
-                                                              indent=1) + "\n")
     found = problems(report)
     print(f"{report['unique_binaries']} binaries for {report['matrix_rows']} launch rows, "
           f"{report['total_s']:.1f} s, {len(found)} problem(s)")

@@ -8,7 +8,12 @@ constexprs, divisibility attrs, options) a real launch would compile.
 
 Matrix dimensions (MATRIX): input dtype (fp32 with TF32 on and off, fp16, bf16), hidden size H,
 vocabulary V, entropy on/off, bias on/off, temperature, and every triton.Config of the
-autotuners (read from the Autotuner objects themselves, so a new config is picked up here).
+autotuners. linear_logprobs has one autotuner per (architecture class, dot class)
+(ops/linear_logprobs.py FWD_TILES / BWD_TILES): its tiles are compiled for that architecture
+only (Launch.arch; "sm80" -> sm_80, "sm90" -> sm_90), read from the Autotuner objects themselves,
+so a new tile is picked up here. The fixed tile used when autotuning is off is the first entry
+of each list, so it is covered too. linear_grpo_loss uses the fixed tiles of
+ops/linear_grpo_loss.py:gpu_blocks on every architecture.
 
 What changes the compiled binary: the constexprs, the argument dtypes, and Triton's
 specialisation of runtime ints and pointers -- an int is compiled as "divisible by 16" (or as
@@ -21,21 +26,18 @@ Held at one representative value (each would otherwise multiply the matrix; say 
 reading the table):
   * token count N (and M, the counted tokens): TOKENS = 4097, i.e. N % 16 != 0, the case 15 of
     16 batch sizes hit and the one without alignment hints on N or on the [splits, N] partial
-    buffers; the N % 16 == 0 specialisation is compiled too, for the fixed default tiles
-    (DIVISIBLE_TOKENS, "N%16=0" in the table).
+    buffers; the N % 16 == 0 specialisation (DIVISIBLE_TOKENS, "N%16=0" in the table) is
+    compiled too, for every tile, in the "full" tier.
   * targets are int64 token ids; every input of the op requires grad (hidden, weight, and the
     bias when there is one): frozen-weight launches (COMPUTE_DW / NEED_DW off) only drop a GEMM.
   * backward of linear_logprobs: "with entropy" = gradients flow into log-probs and entropy,
     "without" = into log-probs only.
 
-TIERS -- the full matrix is ~500 distinct tl.dot-heavy binaries, 1-3 s of compile each on one
-idle CPU core (fp32 without TF32: 5-15 s, its FMA matmuls unroll into huge code), too slow for
-CI on 2 cores; so every launch carries a tier:
-  "ci"   bf16 / fp16 / fp32-TF32: every autotune config at the richest flags (bias and entropy
-         on) and every flag set at the default tiles (GPU_FWD_BLOCKS / GPU_BWD_BLOCKS, which are
-         also autotune configs); fp32 without TF32: every flag set at the default tiles; all
-         linear_grpo_loss and grpo_loss launches;
-  "full" adds the other (config x flag set) crosses and the N % 16 == 0 specialisations.
+TIERS: every launch carries one.
+  "ci"   everything at N = TOKENS: every tile of every autotuner list at every flag set
+         (bias x entropy) and dtype, fp32 without TF32 included, and every linear_grpo_loss /
+         grpo_loss launch;
+  "full" adds the N % 16 == 0 specialisations.
 The CI test compiles "ci"; `stepgrpo kernel-table` (the README table) compiles "full".
 """
 from __future__ import annotations
@@ -49,9 +51,10 @@ HIDDEN_SIZES = (896, 1536, 3584, 4096)      # Qwen2/2.5(-VL) 0.5B, 1.5B, 7B, and
 VOCAB_SIZE = 151_936                         # Qwen2 vocabulary
 TEMPERATURES = (1.0, 0.7)
 TOKENS = 4097                                # representative N (N % 16 != 0); see module doc
-DIVISIBLE_TOKENS = 4096                      # the N % 16 == 0 specialisation (default tiles)
+DIVISIBLE_TOKENS = 4096                      # the N % 16 == 0 specialisation ("full" tier)
 TOKEN_COEF_BLOCKS = (64, 128, 256, 512, 1024)
 H100_SMS = 132                               # the launchers size vocab splits by the SM count
+ARCH_OF_CLASS = {"sm80": 80, "sm90": 90}     # ops/linear_logprobs.py architecture classes
 # (label, torch dtype, torch.backends.cuda.matmul.allow_tf32): fp32 follows torch's TF32 switch
 DTYPES = (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
           ("fp32", torch.float32, False), ("fp32-tf32", torch.float32, True))
@@ -83,10 +86,11 @@ class Launch:
     case: dict
     dtype: str
     matmul: bool                 # tl.dot-heavy: tensor cores expected for 16-bit / TF32 inputs
-    autotuned: bool              # one of several autotune configs (the autotuner skips misfits)
+    autotuned: bool              # one of several autotune configs (each must still fit)
     tags: tuple = field(default_factory=tuple)
     tier: str = "ci"             # "ci": compiled by the CI test; "full": kernel-table only
     n_configs: int = 1           # configs of the autotuner this launch belongs to
+    arch: int | None = None      # compile only for this sm (its tiles are per architecture)
 
 
 def _config_options(config) -> tuple[dict, dict]:
@@ -122,97 +126,96 @@ def _v_split(n: int, block_n: int, block_v: int) -> int:
     return -(-v_blocks // min(v_blocks, want)) * block_v
 
 
-def _tier(case: dict, tiles: dict, options: dict, default: dict) -> str:
-    """CI: every config at the richest flags (bias + entropy), every flag set at the default
-    tiles; fp32 without TF32 only at the default tiles. The rest is "full" (see TIERS)."""
-    is_default = all(default[k] == v for k, v in {**tiles, **options}.items() if k in default)
-    if case["dtype"] == "fp32":
-        return "ci" if is_default else "full"
-    return "ci" if is_default or (case["bias"] and case["entropy"]) else "full"
+def _tile_lists(kind: str, configs):
+    """(architecture class, sm, dot class) -> the configs a GPU of that class can pick for
+    ``kind`` ("fwd" / "bwd"): its autotuner's list (whose first entry is also the fixed tile
+    when autotuning is off), or ``configs`` for every class when given."""
+    from ..ops import linear_logprobs as ops
+
+    for arch in ops.ARCH_CLASSES:
+        for dot in ops.DOT_CLASSES:
+            yield arch, ARCH_OF_CLASS[arch], dot, (
+                ops.TUNED_KERNELS[kind, arch, dot].configs if configs is None else configs)
+
+
+def _logprobs_launches(kind: str, n: int, configs, make_args, make_flags):
+    """Launch records of one linear_logprobs kernel over the matrix, per architecture class."""
+    from ..ops import linear_logprobs as ops
+
+    lists = {(arch, dot): (sm, cfgs) for arch, sm, dot, cfgs in _tile_lists(kind, configs)}
+    for arch in ops.ARCH_CLASSES:
+        for case, dtype, tf32 in _logprobs_cases():
+            precision = "tf32" if tf32 else "ieee"
+            sm, cfgs = lists[arch, ops.dot_class(dtype, precision)]
+            args = make_args(case, dtype)
+            flags = {**make_flags(case), "INPUT_PRECISION": precision}
+            for config in cfgs:
+                tiles, options = _config_options(config)
+                yield Launch("stepgrpo_fast.ops.linear_logprobs", f"_{kind}_kernel", args,
+                             {**flags, **tiles}, options,
+                             {**case, "config": _label(tiles, options)}, case["dtype"],
+                             matmul=True, autotuned=len(cfgs) > 1, n_configs=len(cfgs), arch=sm)
 
 
 def logprobs_forward_launches(n: int = TOKENS, configs=None):
-    """ops/linear_logprobs.py:linear_logprobs_forward_triton, autotuned path (the GPU default)."""
+    """ops/linear_logprobs.py:linear_logprobs_forward_triton: every tile of the autotuner of each
+    (architecture, dot class) -- the fixed default tile is the first of them."""
     from ..ops import linear_logprobs as ops
 
-    configs = ops._fwd_kernel_tuned.configs if configs is None else configs
-    for case, dtype, tf32 in _logprobs_cases():
+    v_split = _v_split(n, 128, ops.AUTOTUNE_V_ALIGN)
+    splits = -(-VOCAB_SIZE // v_split)
+
+    def make_args(case, dtype):
         h = case["H"]
-        v_split = _v_split(n, 128, ops.AUTOTUNE_V_ALIGN)
-        splits = -(-VOCAB_SIZE // v_split)
         io = MockPtr(dtype)                   # hidden, weight, and the bias (hidden if none)
-        args = (io, io, io, MockPtr(torch.int64), *_fp32_buffers(n, 4, splits),
+        return (io, io, io, MockPtr(torch.int64), *_fp32_buffers(n, 4, splits),
                 n, VOCAB_SIZE, h, v_split, h, 1, h, 1, 1.0 / case["temperature"])
-        flags = {"HAS_BIAS": case["bias"], "RETURN_ENTROPY": case["entropy"],
-                 "INPUT_PRECISION": "tf32" if tf32 else "ieee"}
-        for config in configs:
-            tiles, options = _config_options(config)
-            yield Launch("stepgrpo_fast.ops.linear_logprobs", "_fwd_kernel", args,
-                         {**flags, **tiles}, options, {**case, "config": _label(tiles, options)},
-                         case["dtype"], matmul=True, autotuned=len(configs) > 1,
-                         tier=_tier(case, tiles, options, ops.GPU_FWD_BLOCKS),
-                         n_configs=len(configs))
+
+    return _logprobs_launches("fwd", n, configs, make_args, lambda case: {
+        "HAS_BIAS": case["bias"], "RETURN_ENTROPY": case["entropy"]})
 
 
 def logprobs_backward_launches(n: int = TOKENS, configs=None):
-    """ops/linear_logprobs.py:linear_logprobs_backward_triton, autotuned path, all grads wanted."""
-    from ..ops import linear_logprobs as ops
-
-    configs = ops._bwd_kernel_tuned.configs if configs is None else configs
+    """ops/linear_logprobs.py:linear_logprobs_backward_triton, all gradients wanted."""
     f32 = MockPtr(torch.float32)
-    for case, dtype, tf32 in _logprobs_cases():
+
+    def make_args(case, dtype):
         h = case["H"]
         io = MockPtr(dtype)
         bias = io if case["bias"] else f32                # or_dummy: a 1-element fp32 buffer
         ent = f32                                         # entropy (saved) or the dummy: fp32 both
-        args = (io, io, bias, MockPtr(torch.int64), f32, ent, f32, f32, f32, f32, f32,
+        return (io, io, bias, MockPtr(torch.int64), f32, ent, f32, f32, f32, f32, f32,
                 n, VOCAB_SIZE, h, h, 1, h, 1, 1.0 / case["temperature"])
-        flags = {"HAS_BIAS": case["bias"], "HAS_GRAD_LOGP": True,
-                 "HAS_GRAD_ENT": case["entropy"], "COMPUTE_DH": True, "COMPUTE_DW": True,
-                 "COMPUTE_DB": case["bias"], "GROUP_N": 8,
-                 "INPUT_PRECISION": "tf32" if tf32 else "ieee"}
-        for config in configs:
-            tiles, options = _config_options(config)
-            yield Launch("stepgrpo_fast.ops.linear_logprobs", "_bwd_kernel", args,
-                         {**flags, **tiles}, options, {**case, "config": _label(tiles, options)},
-                         case["dtype"], matmul=True, autotuned=len(configs) > 1,
-                         tier=_tier(case, tiles, options, ops.GPU_BWD_BLOCKS),
-                         n_configs=len(configs))
+
+    return _logprobs_launches("bwd", n, configs, make_args, lambda case: {
+        "HAS_BIAS": case["bias"], "HAS_GRAD_LOGP": True, "HAS_GRAD_ENT": case["entropy"],
+        "COMPUTE_DH": True, "COMPUTE_DW": True, "COMPUTE_DB": case["bias"], "GROUP_N": 8})
 
 
-def _default_config(blocks: dict):
-    import triton
-
-    tiles = {k: v for k, v in blocks.items() if k.startswith("BLOCK")}
-    return triton.Config(tiles, num_warps=blocks["num_warps"], num_stages=blocks["num_stages"])
-
-
-def logprobs_default_tile_launches(n: int = DIVISIBLE_TOKENS):
-    """GPU_FWD_BLOCKS / GPU_BWD_BLOCKS (the fixed tiles) at N % 16 == 0."""
-    from ..ops import linear_logprobs as ops
-
-    for launch in itertools.chain(
-            logprobs_forward_launches(n, [_default_config(ops.GPU_FWD_BLOCKS)]),
-            logprobs_backward_launches(n, [_default_config(ops.GPU_BWD_BLOCKS)])):
+def logprobs_divisible_launches(n: int = DIVISIBLE_TOKENS):
+    """Every forward / backward tile at N % 16 == 0 (the "full" tier)."""
+    for launch in itertools.chain(logprobs_forward_launches(n), logprobs_backward_launches(n)):
         launch.tags, launch.tier = ("N%16=0",), "full"
         yield launch
 
 
 # ---------------------------------------------------------------------------- linear_grpo_loss
 def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
-    """ops/linear_grpo_loss.py:linear_grpo_loss_triton: lse pass, token coefficients, gradient."""
+    """ops/linear_grpo_loss.py:linear_grpo_loss_triton: lse pass, token coefficients, gradient,
+    at the GPU tiles of each input dtype (ops.gpu_blocks; the same on every architecture)."""
     from ..ops import linear_grpo_loss as ops
 
-    cfg = ops.DEFAULT_BLOCKS
-    bm, bv = cfg["BLOCK_M"], cfg["BLOCK_V"]
-    m_blocks, v_blocks = -(-m // bm), -(-VOCAB_SIZE // bv)
-    splits = max(1, min(v_blocks, -(-4 * H100_SMS // m_blocks)))   # _num_splits on an H100
-    per_split = -(-v_blocks // splits)
-    splits = -(-v_blocks // per_split)
     f32, i64 = MockPtr(torch.float32), MockPtr(torch.int64)
     mod = "stepgrpo_fast.ops.linear_grpo_loss"
+    splits = 1
     for (name, dtype, _tf32), h, bias, temp in itertools.product(
             DTYPES[:3], HIDDEN_SIZES, (False, True), TEMPERATURES):
+        cfg = ops.gpu_blocks(dtype)
+        bm, bv = cfg["BLOCK_M"], cfg["BLOCK_V"]
+        m_blocks, v_blocks = -(-m // bm), -(-VOCAB_SIZE // bv)
+        splits = max(1, min(v_blocks, -(-4 * H100_SMS // m_blocks)))   # _num_splits on an H100
+        per_split = -(-v_blocks // splits)
+        splits = -(-v_blocks // per_split)
         # fp32 -> "ieee" always (this op ignores torch's TF32 switch); 16-bit -> "tf32" (unused)
         precision = "ieee" if dtype == torch.float32 else "tf32"
         case = {"dtype": name, "H": h, "V": VOCAB_SIZE, "entropy": False, "bias": bias,
@@ -222,17 +225,19 @@ def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
         inv_t = 1.0 / temp
         common = {"HAS_BIAS": bias, "DOT_PRECISION": precision, "BLOCK_M": bm, "BLOCK_V": bv}
         lse_c = {**common, "BLOCK_K": cfg["BLOCK_K"]}
+        lse_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
         yield Launch(mod, "_lse_partial_kernel",
                      (io, io, b_arg, i64, i64, f32, f32, f32, m, VOCAB_SIZE, h, inv_t, per_split),
-                     lse_c, {"num_warps": 8}, {**case, "config": _label(
-                         {k: lse_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, {"num_warps": 8})},
+                     lse_c, lse_o, {**case, "config": _label(
+                         {k: lse_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, lse_o)},
                      name, matmul=True, autotuned=False, tags=tags, tier=tier)
         grad_c = {**common, "BLOCK_K": cfg["BLOCK_K_GRAD"], "NEED_DH": True, "NEED_DW": True,
                   "NEED_DB": bias}
+        grad_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages_grad"]}
         yield Launch(mod, "_grad_tile_kernel",
                      (io, io, b_arg, i64, i64, f32, f32, f32, f32, f32, m, VOCAB_SIZE, h, inv_t),
-                     grad_c, {"num_warps": 8}, {**case, "config": _label(
-                         {k: grad_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, {"num_warps": 8})},
+                     grad_c, grad_o, {**case, "config": _label(
+                         {k: grad_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, grad_o)},
                      name, matmul=True, autotuned=False, tags=tags, tier=tier)
     # BLOCK = min(1024, next_power_of_2(M)): 1024 from M = 513 tokens on, smaller below.
     for block, has_old, has_ref in itertools.product(TOKEN_COEF_BLOCKS if not tags else (1024,),
@@ -241,12 +246,15 @@ def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
         yield _small(mod, "_token_coef_kernel",
                      (f32, f32, f32, i64, f32, f32, f32, f32, f32, f32, f32, rows, splits,
                       0.04, 0.2, 0.2, 1.0),
-                     {"HAS_OLD": has_old, "HAS_REF": has_ref, "BLOCK": block}, tags, tier)
+                     {"HAS_OLD": has_old, "HAS_REF": has_ref, "BLOCK": block}, tags, tier,
+                     {"num_warps": ops.token_coef_warps(block)})
 
 
-def _small(module, kernel, args, constexprs, tags=(), tier="ci"):
-    """An elementwise / reduction kernel: fp32 only, default launch options."""
-    return Launch(module, kernel, args, constexprs, {}, {"config": f"BLOCK={constexprs['BLOCK']}"},
+def _small(module, kernel, args, constexprs, tags=(), tier="ci", options=None):
+    """An elementwise / reduction kernel: fp32 only, default launch options unless given."""
+    options = options or {}
+    label = f"BLOCK={constexprs['BLOCK']}" + (f" w{options['num_warps']}" if options else "")
+    return Launch(module, kernel, args, constexprs, options, {"config": label},
                   "fp32", matmul=False, autotuned=False, tags=tags, tier=tier)
 
 
@@ -274,7 +282,7 @@ def all_launches():
     """The whole launch matrix (Launch records, not yet deduplicated)."""
     yield from logprobs_forward_launches()
     yield from logprobs_backward_launches()
-    yield from logprobs_default_tile_launches()
+    yield from logprobs_divisible_launches()
     yield from grpo_linear_launches()
     yield from grpo_linear_launches(DIVISIBLE_TOKENS, tags=("N%16=0",), tier="full")
     yield from grpo_token_launches()

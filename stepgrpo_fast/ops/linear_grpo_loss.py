@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..reference.grpo_loss import NUM_STATS
+from ..utils import triton_interpret
 from .grpo_loss import _require_triton, reduce_stats
 
 try:
@@ -158,10 +159,32 @@ if triton is not None:
                     tl.atomic_add(dw_ptr + col_k, dw, mask=col_k_ok)
 
 
-# sm_90 bf16, 8 warps (checked with triton.compile + cuobjdump on this CPU machine): the lse kernel
-# at 64/128/64 uses 254 registers, no spills; the gradient kernel spills 472 B of stack at
-# BLOCK_K=64 and none at 32, hence its own BLOCK_K_GRAD.
+# Interpreter tiles (and the base that ``blocks`` overrides off the GPU).
 DEFAULT_BLOCKS = {"BLOCK_M": 64, "BLOCK_V": 128, "BLOCK_K": 64, "BLOCK_K_GRAD": 32}
+# GPU tiles per dot class ("16bit": fp16/bf16; "ieee": fp32 -- this op ignores torch's TF32 switch),
+# the same on sm_80 and sm_90 (and the fallback for other GPUs). Chosen 2026-11-25 with Triton
+# 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine (stepgrpo_fast/gpu/aot.py; re-checked by
+# tests/gpu_readiness/test_aot_compile.py): no register spills (cuobjdump STACK 0) with or without
+# bias, shared memory within 163 KB (sm_80) / 227 KB (sm_90). 16-bit: the lse pass at BLOCK_K 64
+# uses ~254 registers without spilling; the gradient kernel spills at BLOCK_K 64, hence
+# BLOCK_K_GRAD 32. fp32 (FMA matmuls, operands in registers): BLOCK_K 64 spills 216-2000 B, so
+# BLOCK_K 16, and 2 pipeline stages for the gradient kernel (3 spill on sm_90 with a bias).
+GPU_BLOCKS = {
+    "16bit": {**DEFAULT_BLOCKS, "num_warps": 8, "num_stages": 3, "num_stages_grad": 3},
+    "ieee": {"BLOCK_M": 64, "BLOCK_V": 128, "BLOCK_K": 16, "BLOCK_K_GRAD": 16, "num_warps": 8,
+             "num_stages": 3, "num_stages_grad": 2},
+}
+
+
+def gpu_blocks(dtype: torch.dtype) -> dict:
+    """The GPU tiles and launch options of ``linear_grpo_loss_triton`` for an input dtype."""
+    return dict(GPU_BLOCKS["16bit" if dtype in (torch.float16, torch.bfloat16) else "ieee"])
+
+
+def token_coef_warps(block: int) -> int:
+    """Warps of ``_token_coef_kernel`` for a BLOCK of tokens: 8 at 1024 (with 4, sm_80 spills
+    8 B with old and reference log-probs at M % 16 == 0; Triton 3.9.0), else 4."""
+    return 8 if block >= 1024 else 4
 
 
 def _num_splits(m_blocks: int, v_blocks: int, device: torch.device) -> int:
@@ -179,13 +202,15 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     """Same contract as reference.grpo_loss.linear_grpo_loss_chunked, on Triton kernels.
 
     hidden [N,H], weight [V,H] (fp16/bf16/fp32, same dtype), targets [N] int64, weights / adv /
-    old / ref [N] fp32 (or None). ``blocks`` overrides BLOCK_M/BLOCK_V/BLOCK_K(/BLOCK_K_GRAD, which
-    defaults to BLOCK_K when ``blocks`` is given; tests pass large blocks to keep the interpreter
-    fast), ``splits`` the number of vocabulary splits.
+    old / ref [N] fp32 (or None). ``blocks`` overrides the tiles -- GPU_BLOCKS for the dtype on a
+    GPU, DEFAULT_BLOCKS in the interpreter: BLOCK_M/BLOCK_V/BLOCK_K(/BLOCK_K_GRAD, which defaults
+    to BLOCK_K when ``blocks`` is given; tests pass large blocks to keep the interpreter fast) and
+    num_warps / num_stages / num_stages_grad; ``splits`` the number of vocabulary splits.
     Returns (loss, dH [N,H] fp32 | None, dW [V,H] fp32 | None, db [V] fp32 | None, stats [8]).
     """
     _require_triton()
-    cfg = {**DEFAULT_BLOCKS, **(blocks or {})}
+    on_gpu = hidden.device.type == "cuda" and not triton_interpret()
+    cfg = {**(gpu_blocks(hidden.dtype) if on_gpu else DEFAULT_BLOCKS), **(blocks or {})}
     bm, bv, bk = cfg["BLOCK_M"], cfg["BLOCK_V"], cfg["BLOCK_K"]
     bk_grad = cfg["BLOCK_K_GRAD"] if blocks is None or "BLOCK_K_GRAD" in blocks else bk
     device = hidden.device
@@ -221,11 +246,13 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     part_max = torch.empty(n_splits, m, dtype=torch.float32, device=device)
     part_sum = torch.empty_like(part_max)
     part_tgt = torch.empty_like(part_max)
-    warps = num_warps or 8
+    warps = num_warps or cfg.get("num_warps", 8)
+    stages = cfg.get("num_stages", 3)
+    stages_grad = cfg.get("num_stages_grad", stages)
     _lse_partial_kernel[(m_blocks, n_splits)](
         hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt, m, v, h_dim, inv_t, per_split,
         HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk, DOT_PRECISION=precision,
-        num_warps=warps)
+        num_warps=warps, num_stages=stages)
 
     lse = torch.empty(m, dtype=torch.float32, device=device)
     coef = torch.empty_like(lse)
@@ -236,7 +263,8 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
         part_max, part_sum, part_tgt, rows, weights, adv, old_logp if old_logp is not None else weights,
         ref_logp if ref_logp is not None else weights, lse, coef, partials, m, n_splits,
         float(beta), float(epsilon_low), float(epsilon_high), inv_t,
-        HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, BLOCK=token_block)
+        HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, BLOCK=token_block,
+        num_warps=token_coef_warps(token_block))
     stats = reduce_stats(partials)
 
     if need_hidden_grad or need_weight_grad or need_db:
@@ -246,5 +274,6 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
             d_h if d_h is not None else dummy, d_w if d_w is not None else dummy,
             d_b if d_b is not None else dummy, m, v, h_dim, inv_t,
             HAS_BIAS=bias is not None, NEED_DH=need_hidden_grad, NEED_DW=need_weight_grad, NEED_DB=need_db,
-            BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk_grad, DOT_PRECISION=precision, num_warps=warps)
+            BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk_grad, DOT_PRECISION=precision, num_warps=warps,
+            num_stages=stages_grad)
     return stats[0].clone(), d_h, d_w, d_b, stats

@@ -34,12 +34,70 @@ except ImportError:  # pragma: no cover - exercised only on installs without tri
 IGNORE_INDEX = -100
 # Interpreter defaults: the interpreter costs ~2 ms per block iteration, so use big tiles.
 INTERPRETER_BLOCKS = {"BLOCK_N": 64, "BLOCK_V": 1024, "BLOCK_H": 128}
-# GPU defaults when autotuning is off (bf16/fp16 on H100-class GPUs). Both compile without
-# register spills (cuobjdump: LOCAL 0, STACK 0) for sm_90 and sm_80; the backward holds two
-# [BLOCK, BLOCK] fp32 tiles (logits and dZ), hence its narrower BLOCK_H.
-GPU_FWD_BLOCKS = {"BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_H": 64, "num_warps": 8, "num_stages": 3}
-GPU_BWD_BLOCKS = {"BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_H": 32, "num_warps": 8, "num_stages": 3}
+# GPU tiles: (BLOCK_N, BLOCK_V, BLOCK_H, num_warps, num_stages) per (architecture class, dot
+# class), best first. Each list is the autotuner's candidates on that GPU and its first entry the
+# fixed tile when autotuning is off (a launch that names some tile options gets the rest from it).
+#   architecture: "sm90" = compute capability 9.x (H100/H200); "sm80" = every other GPU (A100;
+#                 unknown architectures fall back to this list).
+#   dot class:    "16bit" = fp16/bf16 inputs, "tf32" = fp32 with torch's TF32 switch on,
+#                 "ieee" = fp32 without TF32 (FMA matmuls on CUDA cores, no tensor cores).
+# Chosen 2026-11-25 with Triton 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine
+# (stepgrpo_fast/gpu/aot.py; tests/gpu_readiness/test_aot_compile.py re-checks every entry):
+# every tile compiles for every flag set (bias, entropy / gradient flags) with no register
+# spills (cuobjdump STACK 0, i.e. no STL/LDL), within the architecture's shared memory (163 KB
+# sm_80, 227 KB sm_90), and 16-bit / TF32 tiles use tensor cores (mma.sync / wgmma). Largest
+# spill-free tiles kept. What spilled: the forward's 128-row tiles on sm_90 (8-250 B; 64 x 256
+# at 8 warps needs ~180 registers); "ieee" (FMA operands live in registers) at BLOCK_H 64 and
+# 128x128 (0.2-15 KB), and erratically (per flag set, or only at N % 16 == 0) at several 64-wide
+# tiles (8-24 B), hence only tiles clean at every flag set and both N cases; the TF32 backward at
+# 128x128x32 with 3 stages needs 192 KB of shared memory on sm_80. A new Triton can change all
+# of this: rerun the compile check. Every forward BLOCK_V divides AUTOTUNE_V_ALIGN.
+FWD_TILES = {
+    ("sm90", "16bit"): ((64, 256, 64, 8, 3), (64, 256, 32, 8, 4), (64, 128, 32, 4, 4)),
+    ("sm90", "tf32"): ((64, 256, 32, 8, 3), (64, 256, 64, 8, 2), (64, 128, 32, 8, 3)),
+    ("sm90", "ieee"): ((64, 128, 32, 8, 3), (128, 64, 32, 8, 2), (64, 128, 16, 8, 2)),
+    ("sm80", "16bit"): ((128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3)),
+    ("sm80", "tf32"): ((128, 128, 64, 8, 3), (64, 256, 32, 8, 3), (64, 128, 64, 4, 3)),
+    ("sm80", "ieee"): ((64, 128, 32, 8, 3), (128, 64, 32, 8, 2), (64, 128, 16, 8, 2)),
+}
+# The backward holds two [BLOCK_N, BLOCK_V] fp32 tiles (logits and dZ), hence narrower BLOCK_H.
+BWD_TILES = {
+    ("sm90", "16bit"): ((128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (64, 128, 32, 4, 3)),
+    ("sm90", "tf32"): ((128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3)),
+    ("sm90", "ieee"): ((64, 128, 16, 8, 2), (128, 64, 16, 8, 2)),
+    ("sm80", "16bit"): ((128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 2)),
+    ("sm80", "tf32"): ((128, 128, 32, 8, 2), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3)),
+    ("sm80", "ieee"): ((64, 128, 16, 8, 2), (128, 64, 16, 8, 2)),
+}
+ARCH_CLASSES = ("sm80", "sm90")
+DOT_CLASSES = ("16bit", "tf32", "ieee")
+AUTOTUNE_V_ALIGN = 256
 
+
+def arch_class(capability: tuple[int, int]) -> str:
+    """CUDA compute capability (major, minor) -> "sm90" for 9.x, else "sm80" (the fallback)."""
+    return "sm90" if capability[0] == 9 else "sm80"
+
+
+def dot_class(dtype: torch.dtype, input_precision: str) -> str:
+    """"16bit" for fp16/bf16 inputs, else the fp32 tl.dot precision ("tf32" or "ieee")."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return "16bit"
+    if input_precision not in ("tf32", "ieee"):
+        raise ValueError(f"input_precision must be 'tf32' or 'ieee', got {input_precision!r}")
+    return input_precision
+
+
+def tile_dict(shape: tuple) -> dict:
+    """(BLOCK_N, BLOCK_V, BLOCK_H, num_warps, num_stages) -> launcher keyword dict."""
+    keys = ("BLOCK_N", "BLOCK_V", "BLOCK_H", "num_warps", "num_stages")
+    return dict(zip(keys, shape))
+
+
+def gpu_default_blocks(kind: str, arch: str, dot: str) -> dict:
+    """The fixed tile ("fwd" / "bwd") for an (architecture class, dot class) without autotune."""
+    table = {"fwd": FWD_TILES, "bwd": BWD_TILES}[kind]
+    return tile_dict(table[(arch, dot)][0])
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -174,24 +232,24 @@ if triton is not None:
                                   mask=v_mask[:, None] & h_mask[None, :])
 
 
-    def _fwd_configs():
-        shapes = [(64, 128, 64, 4, 3), (64, 256, 64, 8, 3), (128, 128, 64, 8, 3),
-                  (128, 256, 64, 8, 3), (128, 128, 32, 4, 4), (128, 256, 32, 8, 4)]
+    def tile_configs(kind: str, arch: str, dot: str) -> list:
+        """The autotuner's triton.Config list for ("fwd" | "bwd", architecture, dot class)."""
+        table = {"fwd": FWD_TILES, "bwd": BWD_TILES}[kind]
         return [triton.Config({"BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_H": bh}, num_warps=w,
-                              num_stages=st) for bn, bv, bh, w, st in shapes]
+                              num_stages=st) for bn, bv, bh, w, st in table[(arch, dot)]]
 
-    def _bwd_configs():
-        shapes = [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3), (128, 64, 32, 4, 3),
-                  (128, 256, 32, 8, 3), (256, 128, 32, 8, 3), (128, 128, 32, 4, 4)]
-        return [triton.Config({"BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_H": bh}, num_warps=w,
-                              num_stages=st) for bn, bv, bh, w, st in shapes]
-
-    # GPU launches without explicit tiles use these. V_SPLIT is a multiple of 256, which every
-    # BLOCK_V above divides; the backward zeroes its atomic accumulators between trials.
-    _fwd_kernel_tuned = triton.autotune(configs=_fwd_configs(), key=["V", "H"])(
-        _fwd_kernel)
-    _bwd_kernel_tuned = triton.autotune(configs=_bwd_configs(), key=["V", "H"],
-                                        reset_to_zero=["dh_ptr", "dw_ptr", "db_ptr"])(_bwd_kernel)
+    # GPU launches without explicit tiles use these: one autotuner per (kind, architecture class,
+    # dot class), so each GPU only ever tries its own spill-free tiles. The backward zeroes its
+    # atomic accumulators between trials.
+    TUNED_KERNELS = {}
+    for _arch in ARCH_CLASSES:
+        for _dot in DOT_CLASSES:
+            TUNED_KERNELS["fwd", _arch, _dot] = triton.autotune(
+                configs=tile_configs("fwd", _arch, _dot), key=["V", "H"])(_fwd_kernel)
+            TUNED_KERNELS["bwd", _arch, _dot] = triton.autotune(
+                configs=tile_configs("bwd", _arch, _dot), key=["V", "H"],
+                reset_to_zero=["dh_ptr", "dw_ptr", "db_ptr"])(_bwd_kernel)
+    del _arch, _dot
 
 AUTOTUNE_V_ALIGN = 256
 
@@ -230,11 +288,22 @@ def _pick_v_split(n_blocks: int, V: int, block_v: int, device: torch.device) -> 
     return triton.cdiv(v_blocks, splits) * block_v
 
 
-def _tile_options(hidden, gpu_defaults: dict, **given) -> tuple[bool, dict]:
-    """(autotune?, tile config): autotune on GPU when no tile option was given."""
+def _gpu_classes(hidden, precision: str) -> tuple[str, str]:
+    """(architecture class, dot class) of a launch on ``hidden``'s device (non-CUDA: "sm80")."""
+    on_cuda = hidden.device.type == "cuda"
+    capability = torch.cuda.get_device_capability(hidden.device) if on_cuda else (8, 0)
+    return arch_class(capability), dot_class(hidden.dtype, precision)
+
+
+def _tile_options(hidden, kind: str, precision: str, **given) -> tuple[object, dict]:
+    """(autotuner | None, tile config): on GPU with no tile option given, the autotuner of this
+    architecture and dot class; otherwise the given options over its fixed tile (FWD_TILES /
+    BWD_TILES; in the interpreter, INTERPRETER_BLOCKS)."""
     given = {k: v for k, v in given.items() if v is not None}
-    tuned = hidden.device.type == "cuda" and not _interpreting() and not given
-    return tuned, ({} if tuned else _blocks(hidden.shape[1], given, gpu_defaults))
+    arch, dot = _gpu_classes(hidden, precision)
+    if hidden.device.type == "cuda" and not _interpreting() and not given:
+        return TUNED_KERNELS[kind, arch, dot], {}
+    return None, _blocks(hidden.shape[1], given, gpu_default_blocks(kind, arch, dot))
 
 
 def _launch_options(cfg: dict) -> dict:
@@ -252,10 +321,11 @@ def linear_logprobs_forward_triton(hidden, weight, targets, bias=None, temperatu
     _require_triton()
     N, H = hidden.shape
     V = weight.shape[0]
-    tuned, cfg = _tile_options(hidden, GPU_FWD_BLOCKS, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
+    precision = input_precision_for(hidden.dtype)
+    tuned, cfg = _tile_options(hidden, "fwd", precision, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
                                BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
-    block_v = AUTOTUNE_V_ALIGN if tuned else cfg["BLOCK_V"]
-    block_n = 128 if tuned else cfg["BLOCK_N"]
+    block_v = AUTOTUNE_V_ALIGN if tuned is not None else cfg["BLOCK_V"]
+    block_n = 128 if tuned is not None else cfg["BLOCK_N"]
     if V_SPLIT is None:
         V_SPLIT = _pick_v_split(triton.cdiv(N, block_n), V, block_v, hidden.device)
     if V_SPLIT % block_v:
@@ -270,10 +340,10 @@ def linear_logprobs_forward_triton(hidden, weight, targets, bias=None, temperatu
             hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             1.0 / float(temperature))
     flags = {"HAS_BIAS": bias is not None, "RETURN_ENTROPY": bool(return_entropy),
-                 "INPUT_PRECISION": input_precision_for(hidden.dtype)}
-    if tuned:
+             "INPUT_PRECISION": precision}
+    if tuned is not None:
         grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * splits,)
-        _fwd_kernel_tuned[grid](*args, **flags)
+        tuned[grid](*args, **flags)
     else:
         grid = (triton.cdiv(N, cfg["BLOCK_N"]) * splits,)
         _fwd_kernel[grid](*args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_V=cfg["BLOCK_V"],
@@ -320,7 +390,8 @@ def linear_logprobs_backward_triton(hidden, weight, targets, bias, temperature, 
     db = torch.zeros(V, dtype=torch.float32, device=dev) if need_bias else None
     has_any = grad_logp is not None or grad_entropy is not None
     if has_any and (need_hidden or need_weight or need_bias):
-        tuned, cfg = _tile_options(hidden, GPU_BWD_BLOCKS, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
+        precision = input_precision_for(hidden.dtype)
+        tuned, cfg = _tile_options(hidden, "bwd", precision, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
                                    BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
 
         def or_dummy(t):  # a private 1-element buffer: autotune may zero it
@@ -337,10 +408,10 @@ def linear_logprobs_backward_triton(hidden, weight, targets, bias, temperature, 
                      "HAS_GRAD_ENT": grad_entropy is not None,
                      "COMPUTE_DH": dh is not None, "COMPUTE_DW": dw is not None,
                      "COMPUTE_DB": db is not None, "GROUP_N": GROUP_N,
-                     "INPUT_PRECISION": input_precision_for(hidden.dtype)}
-        if tuned:
+                     "INPUT_PRECISION": precision}
+        if tuned is not None:
             grid = lambda m: (triton.cdiv(N, m["BLOCK_N"]) * triton.cdiv(V, m["BLOCK_V"]),)
-            _bwd_kernel_tuned[grid](*args, **flags)
+            tuned[grid](*args, **flags)
         else:
             grid = (triton.cdiv(N, cfg["BLOCK_N"]) * triton.cdiv(V, cfg["BLOCK_V"]),)
             _bwd_kernel[grid](*args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_V=cfg["BLOCK_V"],
