@@ -58,7 +58,7 @@ class DemoSettings:
 
     n_sft: int = 512                   # SFT records (with reference reasoning)
     n_rl: int = 256                    # RL prompts (question, solution, key steps)
-    n_eval: int = 512                  # held-out problems (disjoint from SFT / RL), greedy decoding
+    n_eval: int = 256                  # held-out problems (disjoint from SFT / RL), greedy decoding
     # "count" is left out by default: the tiny vision tower does not learn to count within the
     # demo's budget (SFT answers one constant count), so its accuracy is chance and only adds
     # seed noise; ``--set demo.kinds=[add,area,count,compare]`` puts it back.
