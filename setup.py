@@ -62,7 +62,8 @@ def extensions():
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
 
-test_extras = ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numpy",
+# pybind11: CI's CMake build of the C++ unit tests (csrc/test_*.cpp) finds it in the test venv.
+test_extras = ["pybind11>=2.12", "pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numpy",
                "triton>=3.2; platform_system=='Linux'", "liger-kernel>=0.5", "trl>=1.16,<1.17", "datasets"]
 
 setup(

@@ -23,6 +23,31 @@ COMMANDS = {
 }
 
 
+# Optional dependencies a subcommand may need, by top-level module name -> how to install it.
+# A plain `pip install .` lacks them; the subcommand then says what to install (exit 3) instead
+# of dying with a traceback.
+MISSING_EXIT = 3
+OPTIONAL_DEPENDENCIES = {
+    "triton": "pip install 'stepgrpo_fast[triton]'  (or: pip install triton)",
+    "trl": "pip install 'stepgrpo_fast[trl]'",
+    "datasets": "pip install 'stepgrpo_fast[trl]'",
+    "liger_kernel": "pip install 'stepgrpo_fast[bench]'",
+    "pytest": "pip install 'stepgrpo_fast[test]'",
+    "pytest_benchmark": "pip install 'stepgrpo_fast[bench]'",
+    "deepspeed": "pip install 'stepgrpo_fast[deepspeed]'",
+    "tensorboard": "pip install 'stepgrpo_fast[logging]'",
+    "wandb": "pip install 'stepgrpo_fast[logging]'",
+    "peft": "pip install peft",
+}
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> str | None:
+    """The install hint for an optional dependency ``exc`` reports missing, else None."""
+    top = (exc.name or "").split(".")[0]
+    hint = OPTIONAL_DEPENDENCIES.get(top)
+    return None if hint is None else f"{top} is not installed; install it with: {hint}"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; only ``command``'s module is imported (all of them when None), so one
     subcommand's heavy or broken imports never get in the way of another."""
@@ -43,9 +68,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        parser = build_parser(command if command in COMMANDS else None)
+        args = parser.parse_args(argv)
+        return int(args._run(args) or 0)
+    except ModuleNotFoundError as exc:
+        message = missing_dependency(exc)
+        if message is None:
+            raise
+        print(f"stepgrpo {command or ''}: {message}".replace("  ", " "), file=sys.stderr)
+        return MISSING_EXIT
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SFT_CONFIG = CONFIG_DIR / "demo_sft.yaml"
 RL_CONFIG = CONFIG_DIR / "demo_stepgrpo.yaml"
 MARKER = ".stepgrpo_demo"            # marks a directory the demo created (safe to overwrite)
-OWNED_ENTRIES = ("data", "model", "sft", "stepgrpo", "ablation", "report.md", "report.json",
+OWNED_ENTRIES = ("data", "model", "sft", "stepgrpo", "ablation", "sft.yaml", "stepgrpo.yaml",
+                 "report.md", "report.json",
                  "reward_curve.png", "before_after.png", "ablation.png", "predictions_sft.jsonl",
                  "predictions_stepgrpo.jsonl", "summary.md", "summary.json")
 METRICS = ("accuracy", "validity", "key_step_match", "reward")
@@ -74,7 +75,11 @@ class DemoSettings:
     phrase_merges: bool = True         # tokenizer merges across spaces: ~20-token responses
     eval_max_new_tokens: int = 40
     eval_batch_size: int = 16
-    threads: int = 1                   # torch CPU threads (0 = leave torch's default)
+    threads: int = 1                   # torch CPU threads per process (0 = leave torch's default)
+    # SFT and StepGRPO run as this many local data-parallel processes (accelerate + gloo) with the
+    # same global batch: the tiny model's step is per-op overhead, so a second core helps only as
+    # a second process. A fixed default (not the core count) keeps results machine-independent.
+    processes: int = 2
 
     def __post_init__(self) -> None:
         from stepgrpo_fast.data.synthetic import KINDS
@@ -85,6 +90,8 @@ class DemoSettings:
                 raise ValueError(f"demo.{name} must be >= 1, got {getattr(self, name)}")
         if self.threads < 0:
             raise ValueError(f"demo.threads must be >= 0, got {self.threads}")
+        if self.processes < 1:
+            raise ValueError(f"demo.processes must be >= 1, got {self.processes}")
         if not 2 <= self.max_value <= 9:
             raise ValueError(f"demo.max_value must be in 2..9, got {self.max_value}")
         if not 0.0 <= self.sft_carry_slip <= 1.0:
@@ -193,16 +200,17 @@ def per_kind_accuracy(predictions: Path, eval_path: Path) -> dict[str, float]:
     return {kind: sum(v) / len(v) for kind, v in sorted(totals.items())}
 
 
-def train_rl_variant(name: str, base_config, sft_model: Path, rl_data: Path, eval_data: Path,
-                     output_dir: Path, seed: int, progress: bool):
-    """One StepGRPO run from the SFT checkpoint (policy start and KL reference)."""
-    from stepgrpo_fast.trainer.loop import run_stepgrpo
+def train_rl_variant(name: str, base_config, sft_model: Path, rl_data: Path,
+                     output_dir: Path, seed: int, progress: bool, settings: DemoSettings):
+    """One StepGRPO run from the SFT checkpoint (policy start and KL reference); returns
+    (config, final_model directory)."""
+    from stepgrpo_fast.trainer.launch import run_stage
 
     _, overrides = RL_VARIANTS[name]
     config = dataclasses.replace(base_config, model_name_or_path=str(sft_model), train_data=str(rl_data),
                                  output_dir=str(output_dir), seed=seed,
                                  progress_bar=progress, **overrides)
-    return config, run_stepgrpo(config)
+    return config, run_stage("train", config, processes=settings.processes, threads=settings.threads)
 
 
 def read_curve(metrics_jsonl: Path) -> list[dict[str, float]]:
@@ -269,15 +277,14 @@ def _run_pipeline(out: Path, seed: int, ablation: bool, settings: DemoSettings, 
     stage_done("data_and_model_s", t0)
 
     # 2. SFT warm-up
-    from stepgrpo_fast.trainer.loop import run_sft
+    from stepgrpo_fast.trainer.launch import run_stage
 
     stages.set_description("demo: SFT warm-up")
     t0 = time.perf_counter()
     sft_config = dataclasses.replace(sft_base, model_name_or_path=str(model_dir), train_data=str(data["sft"]),
                                      output_dir=str(out / "sft"), seed=seed,
                                      progress_bar=progress)
-    sft_summary = run_sft(sft_config)
-    sft_model = Path(sft_summary["final_model"])
+    sft_model = run_stage("sft", sft_config, processes=settings.processes, threads=settings.threads)
     stage_done("sft_s", t0)
 
     stages.set_description("demo: eval SFT")
@@ -292,14 +299,14 @@ def _run_pipeline(out: Path, seed: int, ablation: bool, settings: DemoSettings, 
         run_dir = out / "stepgrpo" if name == "stepgrpo" else out / "ablation" / name
         stages.set_description(f"demo: RL {name}")
         t0 = time.perf_counter()
-        config, summary = train_rl_variant(name, rl_base, sft_model, data["rl"], data["eval"], run_dir,
-                                           seed, progress)
+        config, final_model = train_rl_variant(name, rl_base, sft_model, data["rl"], run_dir, seed,
+                                               progress, settings)
         rl_config = config if name == "stepgrpo" else rl_config
         stage_done(f"{name}_s", t0)
         stages.set_description(f"demo: eval {name}")
         t0 = time.perf_counter()
         predictions = out / "predictions_stepgrpo.jsonl" if name == "stepgrpo" else run_dir / "predictions.jsonl"
-        result = evaluate_checkpoint(Path(summary["final_model"]), data["eval"], settings, rl_base, predictions)
+        result = evaluate_checkpoint(final_model, data["eval"], settings, rl_base, predictions)
         stage_done(f"{name}_eval_s", t0)
         runs[name] = {"eval": result, "curve": read_curve(run_dir / "metrics.jsonl"),
                       "train_s": timings[f"{name}_s"], "config": config}
@@ -357,10 +364,23 @@ def ablation_tables(sft_eval: dict[str, Any], runs: dict[str, dict[str, Any]]) -
     return {"table2": table2, "table4": table4}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere): results
+    to the last digit depend on it, since torch's CPU kernels pick code paths by instruction set."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_summary() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"platform": platform.platform(), "cpu": cpu_model(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available()}
 
@@ -532,8 +552,9 @@ def report_markdown(report: dict[str, Any]) -> str:
          f"{cfg_rl['num_generations']}, lr {cfg_rl['learning_rate']} ({cfg_rl['lr_scheduler_type']}), beta "
          f"{cfg_rl['beta']}, temperature {cfg_rl['temperature']}, max_new_tokens {cfg_rl['max_new_tokens']}, "
          f"reward weights {cfg_rl['reward_weights']}"),
-        (f"- machine: {machine['cpu_count']} CPU cores, torch {machine['torch']}, "
-         f"{machine['torch_threads']} torch thread(s)\n"),
+        (f"- machine: {machine['cpu_count']} CPU cores ({machine.get('cpu', '?')}), torch "
+         f"{machine['torch']}; training on {demo.get('processes', 1)} process(es) x "
+         f"{machine['torch_threads']} torch thread(s) (global batches as above)\n"),
         "## Wall time (s)\n",
         _table([{"stage": k[:-2], "seconds": v} for k, v in t.items()], ("stage", "seconds")),
     ]

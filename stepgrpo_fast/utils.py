@@ -12,6 +12,20 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+TRITON_INSTALL_HINT = "pip install 'stepgrpo_fast[triton]'  (or: pip install triton)"
+
+
+class TritonMissingError(ModuleNotFoundError, RuntimeError):
+    """Raised where Triton is needed but not installed (a RuntimeError too, as it always was)."""
+
+
+def require_triton(what: str = "the Triton kernels") -> None:
+    """Raise TritonMissingError (name="triton", with the install command) unless triton imports."""
+    if not triton_installed():
+        raise TritonMissingError(f"{what} need the triton package: {TRITON_INSTALL_HINT}",
+                                 name="triton")
+
+
 @lru_cache(maxsize=None)
 def triton_installed() -> bool:
     try:
@@ -33,8 +47,7 @@ def resolve_impl(impl: str, *tensors: torch.Tensor) -> str:
     if impl == "auto":
         return "triton" if (on_cuda and triton_installed()) else "torch"
     if impl == "triton":
-        if not triton_installed():
-            raise RuntimeError("impl='triton' needs the triton package: pip install 'stepgrpo_fast[triton]'")
+        require_triton("impl='triton'")
         if not on_cuda and not triton_interpret():
             raise ValueError(
                 "impl='triton' on CPU tensors runs only in the Triton interpreter: set "

@@ -16,6 +16,7 @@ TINY = [
     "demo.eval_batch_size=4",
     "sft.max_steps=4", "sft.per_device_batch_size=8",
     "rl.max_steps=2", "rl.per_device_batch_size=2", "rl.num_generations=2", "rl.max_new_tokens=16",
+    "demo.processes=1",   # in-process; test_two_processes_match_one_process launches 2
 ]
 
 
@@ -172,3 +173,32 @@ def test_summarize_seeds_mean_std_and_spread():
     assert summary["beats_spread"]["accuracy"] is True                      # 0.3 > max(0.1, 0.173)
     assert summary["beats_spread"]["validity"] is False                     # no change at all
     assert "| accuracy | 0.300 +- 0.100 | 0.600 +- 0.173 |" in demo.summary_markdown(summary)
+
+
+def test_two_processes_match_one_process(tiny_demo, tmp_path):
+    """The default demo trains on 2 local processes (accelerate + gloo) with the same global
+    batches: from the same start, the SFT weights equal the in-process run's up to float
+    rounding. (StepGRPO then starts from SFT weights that differ by that rounding, which can flip
+    a sampled token; 1 vs 2 processes from one start is tests/trainer/test_ddp.py.)"""
+    from safetensors.torch import load_file
+
+    one, _ = tiny_demo
+    report = demo.run_demo(tmp_path / "two", seed=3, **_tiny_kwargs(["demo.processes=2"]))
+    assert report["config"]["demo"]["processes"] == 2
+    assert report["config"]["sft"]["per_device_batch_size"] == 8  # the global batch, as configured
+    start = load_file(one / "model" / "model.safetensors")
+    a = load_file(one / "sft" / "final_model" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "sft" / "final_model" / "model.safetensors")
+    update = max((a[k] - start[k]).abs().max().item() for k in a)
+    mismatch = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert update > 1e-3
+    assert mismatch < 5e-5, f"SFT on 1 vs 2 processes differs by {mismatch:.2e}"
+    # what each of the 2 processes ran: half of the global batch
+    import yaml
+
+    launched = yaml.safe_load((tmp_path / "two" / "stepgrpo.yaml").read_text())
+    assert launched["per_device_batch_size"] == 1 and launched["output_dir"] == str(tmp_path / "two" / "stepgrpo")
+    assert (tmp_path / "two" / "stepgrpo" / "final_model" / "model.safetensors").is_file()
+    assert set(report["stepgrpo"]["per_kind_accuracy"]) == set(report["config"]["demo"]["kinds"])
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        demo.run_demo(tmp_path / "three", seed=3, **_tiny_kwargs(["demo.processes=3"]))

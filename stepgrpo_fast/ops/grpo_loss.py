@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..reference.grpo_loss import NUM_STATS, STAT_RATIO_MAX, STAT_RATIO_MIN
+from ..utils import require_triton
 
 try:
     import triton
@@ -141,9 +142,6 @@ if triton is not None:
         tl.store(out_ptr + g * group_size + offs, adv, mask=inside)
 
 
-def _require_triton() -> None:
-    if triton is None:
-        raise RuntimeError("the Triton GRPO kernels need the triton package: pip install 'stepgrpo_fast[triton]'")
 
 
 def reduce_stats(partials: torch.Tensor) -> torch.Tensor:
@@ -157,7 +155,7 @@ def reduce_stats(partials: torch.Tensor) -> torch.Tensor:
 def group_advantages_triton(rewards: torch.Tensor, group_size: int, scale: str = "group",
                             eps: float = 1e-4) -> torch.Tensor:
     """rewards [G*group_size] -> float32 advantages (same maths as group_advantages_reference)."""
-    _require_triton()
+    require_triton()
     r = rewards.detach().to(torch.float32).contiguous()
     n = r.numel()
     out = torch.empty_like(r)
@@ -176,7 +174,7 @@ def grpo_token_loss_triton(logp, weights, adv, old, ref, beta, epsilon_low, epsi
 
     Returns (loss 0-d fp32, grad fp32 shaped like logp, stats [8] fp32).
     """
-    _require_triton()
+    require_triton()
 
     def prep(t):
         return t.detach().to(torch.float32).expand(logp.shape).contiguous()

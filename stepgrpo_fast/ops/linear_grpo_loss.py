@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 
 from ..reference.grpo_loss import NUM_STATS
-from ..utils import triton_interpret
-from .grpo_loss import _require_triton, reduce_stats
+from ..utils import require_triton, triton_interpret
+from .grpo_loss import reduce_stats
 
 try:
     import triton
@@ -208,7 +208,7 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     num_warps / num_stages / num_stages_grad; ``splits`` the number of vocabulary splits.
     Returns (loss, dH [N,H] fp32 | None, dW [V,H] fp32 | None, db [V] fp32 | None, stats [8]).
     """
-    _require_triton()
+    require_triton()
     on_gpu = hidden.device.type == "cuda" and not triton_interpret()
     cfg = {**(gpu_blocks(hidden.dtype) if on_gpu else DEFAULT_BLOCKS), **(blocks or {})}
     bm, bv, bk = cfg["BLOCK_M"], cfg["BLOCK_V"], cfg["BLOCK_K"]

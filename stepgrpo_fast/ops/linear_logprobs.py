@@ -24,6 +24,8 @@ import os
 
 import torch
 
+from ..utils import require_triton
+
 try:  # guarded: the package must import without Triton
     import triton
     import triton.language as tl
@@ -254,9 +256,6 @@ if triton is not None:
 AUTOTUNE_V_ALIGN = 256
 
 
-def _require_triton():
-    if triton is None:
-        raise RuntimeError("the Triton kernels need the triton package: pip install triton")
 
 
 def input_precision_for(dtype: torch.dtype) -> str:
@@ -318,7 +317,7 @@ def linear_logprobs_forward_triton(hidden, weight, targets, bias=None, temperatu
     Returns (logp [N] fp32, entropy [N] fp32 | None, lse [N] fp32). Ignored rows: logp = entropy = 0.
     ``V_SPLIT``: vocab columns per program (a multiple of BLOCK_V); default fills the GPU.
     """
-    _require_triton()
+    require_triton()
     N, H = hidden.shape
     V = weight.shape[0]
     precision = input_precision_for(hidden.dtype)
@@ -379,7 +378,7 @@ def linear_logprobs_backward_triton(hidden, weight, targets, bias, temperature, 
     dH, dW (and db) are accumulated in fp32 buffers allocated once per call, then cast.
     grad_logp / grad_entropy: [N] or None (= zero).
     """
-    _require_triton()
+    require_triton()
     del V_SPLIT  # forward-only option
     N, H = hidden.shape
     V = weight.shape[0]

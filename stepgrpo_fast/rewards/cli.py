@@ -4,7 +4,8 @@ Each line is a record with "completion" (a string or conversation) or "completio
 them), "solution" (string, number or null) and optionally "key_steps" (list of groups or the
 released {"Steps": [...]} dict). Per record: accuracy (StepRAR), validity (StepRVR), key-step
 match k and reward = accuracy + validity. Malformed lines are reported as FILE:LINE and skipped,
-or stop the run with exit status 1 under --strict.
+or stop the run with exit status 1 under --strict. Exit status 1 too when no record at all was
+scored (an empty file, or every line malformed), after the summary.
 """
 from __future__ import annotations
 
@@ -165,4 +166,9 @@ def run(args: argparse.Namespace) -> int:
         if batch:
             _score(batch, args, totals, out)
     print(_summary(args, totals, BACKEND))
+    if totals.records == 0:
+        reason = (f"all {totals.skipped} non-empty lines were malformed" if totals.skipped
+                  else "it holds no records")
+        print(f"stepgrpo reward: {path}: nothing was scored ({reason})", file=sys.stderr)
+        return 1
     return 0

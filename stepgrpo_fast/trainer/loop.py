@@ -63,16 +63,27 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
         micro_metrics: list[dict[str, float]] = []
         label_tokens = 0.0
-        # 2. G micro-batches of B examples on every process; one optimizer step after the last
-        for micro in range(config.gradient_accumulation_steps):
-            batch_records, _ = run.slice(step, micro)
-            inputs = _to(
-                encode_sft(run.processor, batch_records), device
-            )  # input_ids/labels [B, S]
+        # 2. G micro-batches of B examples on every process; one optimizer step after the last.
+        #    The objective is the mean NLL over the label tokens of the whole global batch (all
+        #    micro-batches, all processes; HF Trainer's num_items_in_batch), so the update does
+        #    not depend on how the batch is split into micro-batches and processes.
+        micro_inputs = [  # G x input_ids/labels [B, S]
+            _to(encode_sft(run.processor, run.slice(step, micro)[0]), device)
+            for micro in range(config.gradient_accumulation_steps)
+        ]
+        micro_tokens = [int((x["labels"][:, 1:] != -100).sum()) for x in micro_inputs]
+        # label tokens of the global batch per (micro-batch x process)
+        tokens_per_slice = _sum_across_processes(acc, sum(micro_tokens)) / (
+            config.gradient_accumulation_steps * acc.num_processes
+        )
+        for inputs, tokens in zip(micro_inputs, micro_tokens):
             with acc.accumulate(run.objective):
                 loss, metrics = run.objective(
                     sft_inputs=inputs, sft=True
-                )  # mean NLL over label tokens
+                )  # mean NLL over this micro-batch's label tokens
+                # after the 1/G of accumulate and DDP's mean over processes: the gradient of
+                # the global token mean (the factor is exactly 1 for G = 1 on one process)
+                loss = loss * (tokens / tokens_per_slice)
                 acc.backward(loss)  # scaled by 1/G inside
                 grad_norm = _optimizer_step(run, config.max_grad_norm)  # no-op until the G-th
             micro_metrics.append({"loss": loss.item()})
@@ -573,6 +584,14 @@ def _mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
             else sum(values) / len(values)
         )
     return out
+
+
+def _sum_across_processes(accelerator: Any, value: float) -> float:
+    """``value`` summed over all processes (the value itself on one process)."""
+    if accelerator.num_processes == 1:
+        return value
+    local = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.gather(local).sum().item())
 
 
 def _reduce_across_processes(accelerator: Any, metrics: dict[str, float]) -> dict[str, float]:

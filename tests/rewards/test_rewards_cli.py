@@ -85,3 +85,14 @@ def test_large_file_shows_a_progress_bar(tmp_path, capsys, monkeypatch):
     assert "scoring" in captured.err  # tqdm's bar
     assert "records scored: 300" in captured.out and "completions: 600" in captured.out
     assert "accuracy (StepRAR)  0.5750" in captured.out  # mean of 1.075 and 0.075
+
+
+def test_nothing_scored_exits_nonzero_with_the_summary(tmp_path, capsys):
+    data = _write(tmp_path / "bad.jsonl", ["{oops", json.dumps({"completion": GOOD}), ""])
+    assert main(["reward", "--data", str(data)]) == 1
+    captured = capsys.readouterr()
+    assert "records scored: 0" in captured.out and "malformed lines skipped: 2" in captured.out
+    assert f"{data}: nothing was scored (all 2 non-empty lines were malformed)" in captured.err
+    empty = _write(tmp_path / "empty.jsonl", [""])
+    assert main(["reward", "--data", str(empty)]) == 1
+    assert "nothing was scored (it holds no records)" in capsys.readouterr().err
