@@ -80,7 +80,7 @@ setup(
         "numpy",
         "transformers>=4.50",
         "accelerate>=1.0",
-        "math-verify[antlr4_13_2]>=0.7",
+        "math-verify[antlr4-13-2]>=0.7",
         "pillow",
         "pyyaml",
         "tqdm",

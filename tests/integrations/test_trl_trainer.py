@@ -243,7 +243,9 @@ def test_step_grpo_trainer_logprobs_equal_trl_and_it_trains(text_checkpoint, sam
 
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer, make_reward_funcs
 
-    reward_funcs = make_reward_funcs("paper")
+    # + a reward with spread whatever the random model samples (StepRAR / StepRVR alone are
+    # often 0 for every completion of the random model: zero advantages, nothing to learn)
+    reward_funcs = [*make_reward_funcs("paper"), _zero_reward]
     theirs = GRPOTrainer(
         model=str(text_checkpoint),
         reward_funcs=reward_funcs,
