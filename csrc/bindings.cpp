@@ -14,6 +14,7 @@
 #include "matcher.hpp"
 #include "normalise.hpp"
 #include "sections.hpp"
+#include "unicode.hpp"
 #include "validity.hpp"
 
 namespace py = pybind11;
@@ -340,6 +341,13 @@ py::list py_official_step_bodies(const py::handle& text) {
     return out;
 }
 
+py::bytes py_unicode_lower(const py::handle& text) {
+    std::vector<py::object> keep;
+    std::string out;
+    unicode_lower_into(single_text(text, keep), out);
+    return py::bytes(out.data(), out.size());
+}
+
 py::bytes py_normalise(const py::handle& text) {
     std::vector<py::object> keep;
     const std::string out = normalise(single_text(text, keep));
@@ -362,6 +370,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("official_step_bodies", &py_official_step_bodies, py::arg("text"),
           "Official-mode step bodies of one text: list of (begin, end) byte offsets.");
     m.def("normalise", &py_normalise, py::arg("text"), "Paper-mode normalisation of one text (bytes).");
+    m.def("unicode_lower", &py_unicode_lower, py::arg("text"),
+          "Official mode's str.lower() of one text, as UTF-8 bytes (surrogatepass).");
+    m.attr("UNICODE_VERSION") = unicode_version();
     m.attr("KIND_DESCRIPTION") = static_cast<int>(kDescription);
     m.attr("KIND_RATIONALES") = static_cast<int>(kRationales);
     m.attr("KIND_THINK") = static_cast<int>(kThink);

@@ -6,6 +6,7 @@
 
 #include "normalise.hpp"
 #include "parallel.hpp"
+#include "unicode.hpp"
 #include "validity.hpp"
 
 namespace stepgrpo {
@@ -68,9 +69,7 @@ void CompiledKeySteps::assign(const KeyStepSets& sets, std::size_t set, Mode mod
                 normalise_into(form, pattern);
                 if (pattern.empty()) continue;  // an empty normalised form matches nothing
             } else {
-                pattern.resize(form.size());
-                for (std::size_t i = 0; i < form.size(); ++i)
-                    pattern[i] = static_cast<char>(ascii_lower(static_cast<unsigned char>(form[i])));
+                unicode_lower_into(form, pattern);  // str.lower()
             }
             pattern_groups_[count] = static_cast<int>(g);
             ++count;
@@ -98,7 +97,15 @@ double match_one(Bytes text, const CompiledKeySteps& key_steps, Mode mode, Match
         for (const Span& s : scratch.spans) {
             if (!first && ac.feed(scan, " ", 1, false)) break;
             first = false;
-            if (ac.feed(scan, text.data() + s.begin, s.end - s.begin, true)) break;
+            const Bytes body = text.substr(s.begin, s.end - s.begin);
+            if (is_all_ascii(body)) {
+                if (ac.feed(scan, body.data(), body.size(), true)) break;  // ASCII lower on the fly
+            } else {
+                // str.lower() per body equals lower() of the joined text: the joining space is
+                // neither cased nor case-ignorable, so the final-sigma context never crosses it.
+                unicode_lower_into(body, scratch.normalised);
+                if (ac.feed(scan, scratch.normalised.data(), scratch.normalised.size(), false)) break;
+            }
         }
     }
     return static_cast<double>(scan.found_count) / static_cast<double>(ac.num_groups());

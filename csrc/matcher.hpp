@@ -3,9 +3,9 @@
 // paper:    every Step section body (paper segmentation) is normalised (normalise.hpp) and
 //           searched on its own; a form matches when its normalised text is non-empty and occurs
 //           in some normalised step body.
-// official: the step bodies of the released regex are joined with ' ' and ASCII-lower-cased; a
-//           form matches when its ASCII-lower-cased text occurs in the joined text (an empty form
-//           always matches, as `"" in s` does in Python).
+// official: the step bodies of the released regex are joined with ' ' and lower-cased as
+//           Python's str.lower() does (unicode.hpp); a form matches when its str.lower() text
+//           occurs in the joined text (an empty form always matches, as `"" in s` does).
 // A group matches when any of its forms matches; k = matched groups / groups (0 when no groups).
 #pragma once
 
@@ -78,7 +78,7 @@ private:
 struct MatchScratch {
     std::vector<Section> sections;
     std::vector<Span> spans;
-    std::string normalised;
+    std::string normalised;  // paper: a normalised body; official: a lower-cased body
     AhoCorasick::Scan scan;
 };
 

@@ -1,5 +1,7 @@
 #include "sections.hpp"
 
+#include "unicode.hpp"
+
 namespace stepgrpo {
 namespace {
 
@@ -71,7 +73,7 @@ void segment_sections(Bytes text, std::vector<Section>& out) {
 
 namespace {
 
-// The released code's step header: the exact bytes "### Step ", one or more ASCII digits, ':'.
+// The released code's step header "### Step " + regex \d+ (Unicode decimal digits) + ':'.
 // Finds the next one at or after `pos`; returns false when there is none. On success
 // [digits_begin, digits_end) are the digits and text[digits_end] is the ':'.
 bool next_official_step_header(Bytes text, std::size_t pos, std::size_t& digits_begin,
@@ -80,9 +82,8 @@ bool next_official_step_header(Bytes text, std::size_t pos, std::size_t& digits_
     for (;;) {
         const std::size_t h = find_bytes(text, kStepPrefix, pos);
         if (h == kNotFound) return false;
-        std::size_t d = h + kStepPrefix.size();
-        digits_begin = d;
-        while (d < n && is_ascii_digit(text[d])) ++d;
+        digits_begin = h + kStepPrefix.size();
+        const std::size_t d = skip_unicode_digits(text, digits_begin);
         if (d != digits_begin && d < n && text[d] == ':') {
             digits_end = d;
             return true;
@@ -98,8 +99,7 @@ void official_step_bodies(Bytes text, std::vector<Span>& out) {
     const std::size_t n = text.size();
     std::size_t pos = 0, digits_begin = 0, digits_end = 0;
     while (next_official_step_header(text, pos, digits_begin, digits_end)) {
-        std::size_t body = digits_end + 1;
-        while (body < n && is_ascii_space(text[body])) ++body;
+        const std::size_t body = skip_unicode_spaces(text, digits_end + 1);
         std::size_t end = find_bytes(text, "\n###", body);
         if (end == kNotFound) end = n;
         out.push_back(Span{body, end});
@@ -112,7 +112,7 @@ void official_step_headers(Bytes text, std::vector<std::int64_t>& numbers, std::
     last_end = 0;
     std::size_t pos = 0, digits_begin = 0, digits_end = 0;
     while (next_official_step_header(text, pos, digits_begin, digits_end)) {
-        numbers.push_back(parse_step_number(text, digits_begin, digits_end));
+        numbers.push_back(parse_unicode_step_number(text, digits_begin, digits_end));
         last_end = digits_end + 1;
         pos = digits_end + 1;
     }

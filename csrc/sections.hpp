@@ -14,8 +14,9 @@
 //   line, or to the end of the text. Text before the first header belongs to no section.
 //
 // official mode -- the released regex  ### Step \d+:\s*(.*?)(?=\n###|\Z)  (DOTALL) applied with
-//   findall semantics: scan for "### Step " + digits + ":", skip following whitespace, the body
-//   ends at the next "\n###" (or the end); scanning resumes at the body end.
+//   findall semantics and Python's Unicode \d and \s (unicode.hpp): scan for "### Step " +
+//   digits + ":", skip following whitespace, the body ends at the next "\n###" (or the end);
+//   scanning resumes at the body end.
 #pragma once
 
 #include <cstdint>
@@ -53,7 +54,8 @@ void segment_sections(Bytes text, std::vector<Section>& out);
 void official_step_bodies(Bytes text, std::vector<Span>& out);
 
 // Official-mode step headers: every non-overlapping "### Step <digits>:" (the released
-// re.finditer(r"### Step (\d+):")), as numbers, plus the end offset of the last one.
+// re.finditer(r"### Step (\d+):"), Unicode digits), as int() values, plus the end offset of the
+// last one.
 void official_step_headers(Bytes text, std::vector<std::int64_t>& numbers, std::size_t& last_end);
 
 }  // namespace stepgrpo

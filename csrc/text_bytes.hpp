@@ -2,8 +2,9 @@
 //
 // All text is handled as raw UTF-8 bytes. Only ASCII is ever interpreted: "whitespace" is the
 // six ASCII bytes Python's bytes.isspace() accepts, "lower-case" maps A-Z to a-z and leaves every
-// other byte (including all bytes of multi-byte UTF-8 sequences) untouched. The Python fallback in
-// stepgrpo_fast/rewards uses bytes objects with exactly these definitions.
+// other byte (including all bytes of multi-byte UTF-8 sequences) untouched. Paper mode uses these
+// definitions (as does its Python twin, on bytes objects); official mode uses Python's Unicode
+// str semantics instead (unicode.hpp).
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,7 @@
 #include "validity.hpp"
 
+#include "unicode.hpp"
+
 namespace stepgrpo {
 
 namespace {
@@ -57,8 +59,7 @@ bool is_valid_official(Bytes text, ValidityScratch& scratch) {
     if (scratch.numbers.empty()) return false;
 
     std::size_t lo = 0, hi = text.size();
-    while (lo < hi && is_ascii_space(static_cast<unsigned char>(text[lo]))) ++lo;
-    while (hi > lo && is_ascii_space(static_cast<unsigned char>(text[hi - 1]))) --hi;
+    unicode_strip_bounds(text, lo, hi);  // text.strip(): Unicode whitespace
     const bool ends_with_final =
         hi - lo >= kFinalHeader.size() && starts_with_at(text, hi - kFinalHeader.size(), kFinalHeader);
     if (!ends_with_final && find_bytes(text, kFinalHeader, 0) < last_step_end) return false;

@@ -6,7 +6,8 @@
 //           final-answer body is not blank.
 // official: the released check. The four headers "### Image Description:", "### Rationales:",
 //           "### Step 1:", "### The final answer is:" occur as substrings; every
-//           "### Step <digits>:" is numbered 1..n in order; and either the whitespace-stripped
+//           "### Step <digits>:" is numbered 1..n in order (Unicode digits, int() values); and
+//           either the (Unicode) whitespace-stripped
 //           text ends with "### The final answer is:" or the first final-answer header starts at
 //           or after the end of the last step header. Description/Rationales order is not checked.
 #pragma once

@@ -1,88 +1,234 @@
 """Final-answer extraction and correctness for StepRAR (Python only; math-verify is imported
-lazily and only called where the spec needs it).
+lazily, called only where the fast paths cannot decide, and always bounded: bounded.py).
 
-paper:    the answer is the stripped body of the first "### The final answer is:" section
-          (parsing.segment); none -> no answer. The gold answer is the solution's own final-answer
-          section when it has one, else the stripped solution. Correct when the first lines are
-          equal, or both are multiple-choice answers with the same letter ("B" vs "B: 8"), or
-          (neither being a choice pair) math-verify finds verify(parse(gold), parse(answer)).
+paper: the answer is the first non-empty line of the final-answer section: the first
+       "### The final answer is:" header line (paper segmentation), else -- as leniently as the
+       released evaluator -- the first "The final answer is" (any case, with or without "#"/"**",
+       colon optional) anywhere; the line is the rest of the header's line when non-blank, else
+       the next non-blank line before the next "###" header line. None -> no answer. The gold is
+       the solution's own answer by the same rule, else the first line of the stripped solution.
+       ``paper_is_correct`` decides, in order:
+         1. equal lines, or equal after unwrapping and case folding          -> correct
+         2. the answer offers candidates its gold lacks (answer_forms.hedge_markers:
+            "5 or 7", "3, 4" vs a single value, "5 (not 3)", "\\pm 3")          -> wrong
+         3. both are choice letters ("B" vs "B: 8", "(C)")                   -> same letter
+         4. both are plain words ("Yes" vs "No")                             -> wrong
+            both are plain numbers ("12 cm", "45°", "\\frac{1}{2}", "0.5")   -> equal values
+            (two exact values that differ, or values more than 0.1 % apart  -> wrong)
+         5. otherwise math-verify on both lines wrapped as math ("$...$", first-match
+            extraction), under bounded.too_complex / bounded.call_with_deadline (a rejected or
+            timed-out check is wrong and counted in bounded.answer_check_stats()).
+       The gold's forms are computed once per distinct solution (a group shares one).
 official: the released check: correct when math-verify finds verify(parse(completion),
-          parse(solution)) (the completion is passed as the gold argument), or when the stripped
-          first line after the first "### The final answer is:" of the completion equals the
-          solution's (the whole stripped text when the header is missing), case-sensitive.
-math-verify's signal-based timeouts only work on the main thread: there we use
-MATH_VERIFY_TIMEOUT_S, elsewhere no timeout (parsing_timeout=None / timeout_seconds=None).
+       parse(solution)) (the completion is passed as the gold argument), or when the stripped
+       first line after the first "### The final answer is:" of the completion equals the
+       solution's (the whole stripped text when the header is missing), case-sensitive. Bounded
+       the same way (the released code has a 5 s signal timeout on the main thread only).
 """
 from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
-from ._backend import EXT
-from .parsing import KIND_FINAL_ANSWER, to_bytes
-from .parsing import segment as _segment_python
+from . import answer_forms as forms
+from .bounded import ANSWER_CHECK_TIMEOUT_S, call_with_deadline, count, too_complex
 
-MATH_VERIFY_TIMEOUT_S = 5
+choice_letter = forms.choice_letter  # kept importable from here
+
+_STRICT_TITLE = "The final answer is:"
+_STRICT_PREFIX = re.compile(r"[ \t\r\x0b\x0c]*#{3,}[ \t]*\Z")  # a header line up to the title
+_LENIENT_HEADER = re.compile(r"the final answer is", re.IGNORECASE)
+_LENIENT_TAIL = re.compile(r"(?:\*\*)?[ \t]*:?(?:\*\*)?")
+_HEADER_LINE = re.compile(r"^[ \t\r\x0b\x0c]*#{3,}")
 _OFFICIAL_ANSWER = re.compile(r"### The final answer is:\s*\n?(.*)")
-_CHOICE = re.compile(r"^(?:\(([A-Z])\)|([A-Z])(?:[.:)]|$))")
+_RELATIVE_TOLERANCE = Fraction(1, 1000)
 
 
-def _segment(b: bytes):
-    return EXT.segment(b) if EXT is not None else _segment_python(b)
+def _answer_after(text: str, pos: int) -> str | None:
+    """First non-blank line at or after ``pos`` (the rest of the header's own line first),
+    stopping at a "###" header line."""
+    end_of_line = text.find("\n", pos)
+    rest = text[pos:] if end_of_line < 0 else text[pos:end_of_line]
+    if rest.strip():
+        return rest.strip()
+    while end_of_line >= 0:
+        start = end_of_line + 1
+        end_of_line = text.find("\n", start)
+        line = text[start:] if end_of_line < 0 else text[start:end_of_line]
+        if _HEADER_LINE.match(line):
+            return None
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def _strict_header_end(text: str) -> int:
+    """End of the first "### The final answer is:" header title (paper segmentation), or -1."""
+    pos = text.find(_STRICT_TITLE)
+    while pos >= 0:
+        line_start = text.rfind("\n", 0, pos) + 1
+        if _STRICT_PREFIX.match(text, line_start, pos):
+            return pos + len(_STRICT_TITLE)
+        pos = text.find(_STRICT_TITLE, pos + 1)
+    return -1
 
 
 def paper_final_answer(text: str) -> str | None:
-    """Stripped body of the first final-answer section, or None when absent or blank."""
-    b = to_bytes(text)
-    for kind, _number, begin, end in _segment(b):
-        if kind == KIND_FINAL_ANSWER:
-            answer = b[begin:end].decode("utf-8", "surrogatepass").strip()
-            return answer or None
-    return None
+    """The answer line of a response (see the module docstring), or None."""
+    end = _strict_header_end(text)
+    if end < 0:
+        m = _LENIENT_HEADER.search(text)
+        if m is None:
+            return None
+        end = _LENIENT_TAIL.match(text, m.end()).end()
+    return _answer_after(text, end)
 
 
 def paper_gold_answer(solution: str) -> str:
     answer = paper_final_answer(solution)
-    return answer if answer is not None else solution.strip()
+    return answer if answer is not None else solution.strip().split("\n", 1)[0].strip()
 
 
-def first_line(text: str) -> str:
-    return text.strip().split("\n", 1)[0].strip()
+@dataclass(frozen=True)
+class GoldForms:
+    """A gold answer's forms, computed once per distinct solution."""
+
+    line: str
+    folded: str
+    markers: frozenset
+    letter: str | None
+    number: Fraction | None
+    decimal: bool
+    words: bool
 
 
-def choice_letter(line: str) -> str | None:
-    """"B", "B: 8", "B. 8", "B) 8", "(B) 8" -> "B"; anything else -> None."""
-    m = _CHOICE.match(line)
-    return None if m is None else (m.group(1) or m.group(2))
+@lru_cache(maxsize=1 << 16)
+def gold_forms(solution: str) -> GoldForms:
+    line = paper_gold_answer(solution)
+    return GoldForms(line, forms.casefold_text(line), forms.hedge_markers(line),
+                     forms.choice_letter(line), forms.plain_number(line), forms.is_decimal(line),
+                     forms.is_words(forms.unwrap(line)))
 
 
-def _timeout() -> int | None:
-    return MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
-
-
-@lru_cache(maxsize=4096)
-def math_verify_equal(gold: str, answer: str, timeout: int | None) -> bool:
-    """math_verify.verify(parse(gold), parse(answer)); any failure or timeout counts as False."""
-    from math_verify import parse, verify
-
-    try:
-        gold_parsed = parse(gold, parsing_timeout=timeout)
-        answer_parsed = parse(answer, parsing_timeout=timeout)
-        return float(verify(gold_parsed, answer_parsed, timeout_seconds=timeout)) > 0
-    except Exception:  # noqa: BLE001 - math-verify raises many kinds; the released code ignores them
+def _numbers_decide(core: str, value: Fraction, gold: GoldForms) -> bool | None:
+    """Equal values -> True; different exact values or values 0.1 % apart -> False; else None."""
+    if value == gold.number:
+        return True
+    exact = not (gold.decimal or "." in core)
+    if exact:
         return False
+    scale = max(abs(gold.number), abs(value))
+    if abs(value - gold.number) > _RELATIVE_TOLERANCE * scale:
+        return False
+    return None  # near-equal approximations: math-verify's rounding rules decide
+
+
+def _as_math(line: str) -> str:
+    core = forms.unwrap(line)
+    return core if "$" in core or "\\(" in core or "\\[" in core else f"${core}$"
 
 
 def paper_is_correct(answer: str, solution: str) -> bool:
-    gold = paper_gold_answer(solution)
-    answer_line, gold_line = first_line(answer), first_line(gold)
-    if answer_line == gold_line:
+    """Is the answer line ``answer`` right for ``solution``? (rules: module docstring)"""
+    gold = gold_forms(solution)
+    if answer == gold.line:
         return True
-    answer_letter, gold_letter = choice_letter(answer_line), choice_letter(gold_line)
-    if answer_letter is not None and gold_letter is not None:
-        return answer_letter == gold_letter
-    return math_verify_equal(gold, answer, _timeout())
+    core = forms.unwrap(answer)
+    if gold.number is not None and core.isascii() and core.isdigit():  # the common case
+        decided = _numbers_decide(core, Fraction(int(core)), gold)
+        if decided is not None:
+            return decided
+    if forms.casefold_core(core) == gold.folded:
+        return True
+    if forms.hedge_markers(answer) - gold.markers:
+        return False
+    letter = forms.choice_letter(answer)
+    if letter is not None and gold.letter is not None:
+        return letter == gold.letter
+    if gold.words and forms.is_words(core):
+        return False  # plain words that differ after case folding: math-verify has nothing to add
+    if gold.number is not None:
+        value = forms.number_of_core(core)
+        if value is not None:
+            decided = _numbers_decide(core, value, gold)
+            if decided is not None:
+                return decided
+    return math_verify_equal(_as_math(gold.line), _as_math(answer), ANSWER_CHECK_TIMEOUT_S,
+                             "first_match")
+
+
+# ------------------------------------------------------------------------------- math-verify
+_TIMED_OUT, _TOO_COMPLEX = "timeout", "too_complex"
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str, extraction_mode: str):
+    from math_verify import parse
+
+    return parse(text, extraction_mode=extraction_mode, parsing_timeout=None)
+
+
+_WARM_LOCK = threading.Lock()
+_warm = False
+
+
+def _warm_up_math_verify() -> None:
+    """Imports and first-use setup (about a second: sympy, the LaTeX grammar) happen once, before
+    any deadline is armed. math-verify's one-time "timeouts are off" warning is silenced: here
+    call_with_deadline bounds every call."""
+    global _warm
+    with _WARM_LOCK:
+        if _warm:
+            return
+        import math_verify.grader
+        import math_verify.parser
+        from math_verify import parse, verify
+
+        for module in (math_verify.grader, math_verify.parser):
+            if hasattr(module, "TIMEOUT_WARNING_SHOWN"):
+                module.TIMEOUT_WARNING_SHOWN = True
+        verify(parse("$\\frac{1}{2}$", parsing_timeout=None), parse("$x+1$", parsing_timeout=None),
+               timeout_seconds=None)
+        _warm = True
+
+
+@lru_cache(maxsize=1 << 14)
+def _math_verify_outcome(gold: str, answer: str, timeout: float, extraction_mode: str):
+    """True / False / _TIMED_OUT / _TOO_COMPLEX for verify(parse(gold), parse(answer))."""
+    if too_complex(gold) or too_complex(answer):
+        return _TOO_COMPLEX
+    _warm_up_math_verify()
+    from math_verify import verify
+
+    def check() -> bool:
+        try:
+            gold_parsed = _parse(gold, extraction_mode)
+            answer_parsed = _parse(answer, extraction_mode)
+            return float(verify(gold_parsed, answer_parsed, timeout_seconds=None)) > 0
+        except Exception:  # noqa: BLE001 - math-verify raises many kinds; none means "equal"
+            return False
+
+    result, timed_out = call_with_deadline(check, timeout)
+    return _TIMED_OUT if timed_out else bool(result)
+
+
+def math_verify_equal(gold: str, answer: str, timeout: float = ANSWER_CHECK_TIMEOUT_S,
+                      extraction_mode: str = "any_match") -> bool:
+    """verify(parse(gold), parse(answer)) within ``timeout`` seconds (any thread); a failure, a
+    timeout or a too-complex text counts as False. Outcomes are cached; the counters in
+    bounded.answer_check_stats() count every call."""
+    outcome = _math_verify_outcome(gold, answer, float(timeout), extraction_mode)
+    if outcome == _TOO_COMPLEX:
+        count("too_complex")
+        return False
+    count("math_verify_checks")
+    if outcome == _TIMED_OUT:
+        count("timeouts")
+        return False
+    return outcome
 
 
 def official_answer_line(text: str) -> str:
@@ -95,4 +241,4 @@ def official_is_correct(completion: str, solution: str | None) -> bool:
         return False
     if official_answer_line(completion) == official_answer_line(solution):
         return True
-    return math_verify_equal(completion, solution, _timeout())
+    return math_verify_equal(completion, solution, ANSWER_CHECK_TIMEOUT_S)

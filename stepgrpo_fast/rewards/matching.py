@@ -6,22 +6,25 @@ k = (key-step groups with at least one form found in the response's step section
 paper:    each Step section body (``parsing.segment``) is normalised (``normalise.normalise``)
           and searched separately; a form matches when its normalised text is non-empty and
           occurs in some normalised body.
-official: the released behaviour: the bodies of ``parsing.official_step_bodies`` joined with
-          b" " and ASCII-lower-cased; a form matches when its lower-cased bytes occur in that
-          text (an empty form always matches).
+official: the released behaviour, with Python's Unicode str semantics: the step bodies of
+          ``official.step_body_texts`` joined with " " and str.lower()-ed; a form matches when
+          its str.lower() occurs in that text (an empty form always matches).
 
 ``BACKEND`` says which implementation runs ("cpp" or "python"); STEPGRPO_DISABLE_EXT=1 forces
-the Python one. Both give identical results (tests/rewards/test_rewards_agreement.py).
+the Python one. Both give identical results (tests/rewards/test_rewards_agreement.py). Official
+mode uses the Python twin when the extension's Unicode tables are from another Unicode version
+than this interpreter's (_backend.EXT_OFFICIAL).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ._backend import BACKEND, EXT
+from . import official
+from ._backend import BACKEND, EXT, EXT_OFFICIAL
 from .inputs import check_mode, check_num_threads, check_same_length, completion_texts
 from .normalise import normalise
-from .parsing import KIND_STEP, official_step_bodies, segment, to_bytes
+from .parsing import KIND_STEP, segment, to_bytes
 
 __all__ = [
     "BACKEND",
@@ -71,22 +74,16 @@ def canonical_key_steps(item: Any, index: int) -> list[list[str]]:
     return groups
 
 
-def _compile(groups: list[list[str]], mode: str) -> list[tuple[bytes, ...]]:
-    """Per group, the byte patterns to search for."""
+def _compile(groups: list[list[str]], mode: str) -> list[tuple]:
+    """Per group, the patterns to search for (paper: normalised bytes; official: lower str)."""
     compiled = []
     for forms in groups:
         if mode == "paper":
             patterns = tuple(p for p in (normalise(f) for f in forms) if p)
         else:
-            patterns = tuple(to_bytes(f).lower() for f in forms)
+            patterns = tuple(f.lower() for f in forms)
         compiled.append(patterns)
     return compiled
-
-
-def _k_official(text: bytes, groups: list[tuple[bytes, ...]]) -> float:
-    joined = b" ".join(text[s:e] for s, e in official_step_bodies(text)).lower()
-    matched = sum(1 for patterns in groups if any(p in joined for p in patterns))
-    return matched / len(groups)
 
 
 def _k_paper(text: bytes, groups: list[tuple[bytes, ...]]) -> float:
@@ -106,8 +103,8 @@ def match_batch_python(texts: list, key_steps: list, mode: str = "paper") -> lis
     for i, t in enumerate(texts):
         if not isinstance(t, (str, bytes)):
             raise TypeError(f"completions[{i}] must be str or bytes, got {_type_name(t)}")
-        data.append(to_bytes(t))
-    compiled_by_id: dict[int, list[tuple[bytes, ...]]] = {}
+        data.append(to_bytes(t) if mode == "paper" else official.as_text(t))
+    compiled_by_id: dict[int, list[tuple]] = {}
     compiled = []
     for i, item in enumerate(key_steps):
         groups = compiled_by_id.get(id(item))
@@ -115,13 +112,13 @@ def match_batch_python(texts: list, key_steps: list, mode: str = "paper") -> lis
             groups = _compile(canonical_key_steps(item, i), mode)
             compiled_by_id[id(item)] = groups
         compiled.append(groups)
-    score = _k_paper if mode == "paper" else _k_official
+    score = _k_paper if mode == "paper" else official.key_step_match
     return [score(t, g) if g else 0.0 for t, g in zip(data, compiled)]
 
 
 def match_batch(texts: list, key_steps: list, mode: str = "paper", num_threads: int = 0) -> list[float]:
     """k for every text with the active backend (texts: list[str] (N), key_steps: list (N))."""
-    if EXT is not None:
+    if EXT is not None and (mode == "paper" or EXT_OFFICIAL):
         return EXT.match_key_steps(texts, key_steps, mode, num_threads)
     return match_batch_python(texts, key_steps, mode)
 

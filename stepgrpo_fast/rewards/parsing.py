@@ -1,4 +1,5 @@
-"""Sections of a response, in pure Python (the twin of csrc/sections.cpp and csrc/validity.cpp).
+"""Paper-mode sections of a response, in pure Python (the twin of csrc/sections.cpp and
+csrc/validity.cpp; official mode's twin is official.py).
 
 Everything works on UTF-8 ``bytes`` (``to_bytes`` encodes str with "surrogatepass", so any str
 works). Only ASCII is interpreted: whitespace = b" \\t\\n\\r\\v\\f" (what bytes.strip() removes),
@@ -9,9 +10,6 @@ three or more '#'. After the '#' run and any spaces/tabs the title gives the kin
 "Image Description:", "Rationales:", "Let's think step by step.", "The final answer is:",
 "Step" [spaces/tabs] digits [spaces/tabs] ":", or anything else (KIND_OTHER). A section's body runs
 from the end of its title to the start of the next header line (or the end of the text).
-
-official-mode step bodies (``official_step_bodies``): the released regex
-``### Step \\d+:\\s*(.*?)(?=\\n###|\\Z)`` (DOTALL) with findall semantics.
 
 Step numbers ignore leading zeros; more than nine significant digits saturate to
 STEP_NUMBER_OVERFLOW (never a valid index).
@@ -33,10 +31,6 @@ _FIXED_TITLES = (
 )
 _HEADER_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*#{3,}[ \t]*", re.MULTILINE)
 _STEP_TITLE = re.compile(rb"Step[ \t]*([0-9]+)[ \t]*:")
-_OFFICIAL_STEP_HEADER = re.compile(rb"### Step ([0-9]+):")
-_STEP_PREFIX = b"### Step "
-_FINAL_HEADER = b"### The final answer is:"
-_OFFICIAL_REQUIRED = (b"### Image Description:", b"### Rationales:", b"### Step 1:", _FINAL_HEADER)
 
 
 class Section(NamedTuple):
@@ -82,50 +76,6 @@ def segment(text: str | bytes) -> list[Section]:
     return sections
 
 
-def _official_step_header_at(b: bytes, h: int) -> int:
-    """End of the digits of a "### Step <digits>:" header at ``h`` (index of ':'), or -1."""
-    d = h + len(_STEP_PREFIX)
-    start = d
-    n = len(b)
-    while d < n and 48 <= b[d] <= 57:
-        d += 1
-    return d if d > start and d < n and b[d] == 58 else -1
-
-
-def official_step_bodies(text: str | bytes) -> list[tuple[int, int]]:
-    """(begin, end) byte offsets of the released regex's captured step bodies."""
-    b = to_bytes(text)
-    n = len(b)
-    spans = []
-    pos = 0
-    while True:
-        h = b.find(_STEP_PREFIX, pos)
-        if h < 0:
-            return spans
-        colon = _official_step_header_at(b, h)
-        if colon < 0:
-            pos = h + 1
-            continue
-        body = colon + 1
-        while body < n and b[body] in ASCII_WHITESPACE:
-            body += 1
-        end = b.find(b"\n###", body)
-        if end < 0:
-            end = n
-        spans.append((body, end))
-        pos = end
-
-
-def official_step_headers(text: str | bytes) -> tuple[list[int], int]:
-    """Numbers of every "### Step <digits>:" (re.finditer order) and the end of the last one."""
-    b = to_bytes(text)
-    numbers, last_end = [], 0
-    for m in _OFFICIAL_STEP_HEADER.finditer(b):
-        numbers.append(parse_step_number(m.group(1)))
-        last_end = m.end()
-    return numbers, last_end
-
-
 def is_valid_paper(text: str | bytes) -> bool:
     """StepRVR, paper mode: Description, Rationales, Step 1..N (N >= 1), non-blank Final answer,
     exactly in that order (THINK and OTHER sections are ignored)."""
@@ -149,16 +99,3 @@ def is_valid_paper(text: str | bytes) -> bool:
                 return False
             stage, final = 3, s
     return final is not None and b[final.body_begin:final.body_end].strip(ASCII_WHITESPACE) != b""
-
-
-def is_valid_official(text: str | bytes) -> bool:
-    """StepRVR, official mode (the released check, see csrc/validity.hpp)."""
-    b = to_bytes(text)
-    if not all(header in b for header in _OFFICIAL_REQUIRED):
-        return False
-    numbers, last_step_end = official_step_headers(b)
-    if not numbers:
-        return False
-    if not b.strip(ASCII_WHITESPACE).endswith(_FINAL_HEADER) and b.find(_FINAL_HEADER) < last_step_end:
-        return False
-    return numbers == list(range(1, len(numbers) + 1))

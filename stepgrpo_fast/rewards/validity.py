@@ -1,22 +1,23 @@
 """StepRVR, the step-wise reasoning validity reward: 1.0 when a response is complete and
-logical, else 0.0 (rules: parsing.is_valid_paper / parsing.is_valid_official, same in C++)."""
+logical, else 0.0 (rules: parsing.is_valid_paper / official.is_valid, same in C++)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._backend import EXT
+from . import official
+from ._backend import EXT, EXT_OFFICIAL
 from .inputs import check_mode, check_num_threads, completion_texts
-from .parsing import is_valid_official, is_valid_paper
+from .parsing import is_valid_paper
 
 
 def validity_batch_python(texts: list, mode: str = "paper") -> list[float]:
-    check = is_valid_paper if check_mode(mode) == "paper" else is_valid_official
+    check = is_valid_paper if check_mode(mode) == "paper" else official.is_valid
     return [1.0 if check(t) else 0.0 for t in texts]
 
 
 def validity_batch(texts: list, mode: str = "paper", num_threads: int = 0) -> list[float]:
     """StepRVR for texts (list[str], N) with the active backend -> list[float] (N)."""
-    if EXT is not None:
+    if EXT is not None and (mode == "paper" or EXT_OFFICIAL):
         return EXT.step_validity(texts, mode, num_threads)
     return validity_batch_python(texts, mode)
 

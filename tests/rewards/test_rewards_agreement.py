@@ -1,26 +1,31 @@
 """The C++ backend and the pure-Python backend agree exactly, on >= 10,000 randomised and fuzzed
-inputs per run (hypothesis: 250 examples x 3 tests, most of them batches of up to 24; seeded fuzz:
-2 x 6,000 completions): segmentation, normalisation, key-step matching and validity in both modes,
-plus identical error messages. (Skipped when stepgrpo_fast._C is not built.)"""
+inputs per run (hypothesis: 250 examples x 4 tests, most of them batches of up to 24; seeded fuzz:
+2 x 6,000 completions, a third of them Unicode-heavy; 12,000 Unicode-heavy texts for str.lower()):
+segmentation, normalisation, key-step matching and validity in both modes, plus identical error
+messages. Non-ASCII text (accents, Greek, CJK, NBSP and other Unicode blanks, Arabic-Indic and
+other digits, control characters, lone surrogates, invalid UTF-8 bytes) is generated throughout.
+(Skipped when stepgrpo_fast._C is not built.)"""
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rewards_cases import HEADERS, SPACES, WORDS
+from rewards_cases import (HEADERS, SPACES, UNICODE_HEADERS, UNICODE_SPACES, UNICODE_WORDS, WORDS,
+                           unicode_key_steps, unicode_text)
 
 from stepgrpo_fast.rewards import normalise as py_normalise
-from stepgrpo_fast.rewards import parsing
+from stepgrpo_fast.rewards import official, parsing
 from stepgrpo_fast.rewards.matching import match_batch_python
 from stepgrpo_fast.rewards.validity import validity_batch_python
 
 _C = pytest.importorskip("stepgrpo_fast._C", reason="C++ extension not built",
                          exc_type=ImportError)
 
-fragments = st.one_of(st.sampled_from(HEADERS), st.sampled_from(WORDS), st.sampled_from(SPACES),
-                      st.text(max_size=6))
+fragments = st.one_of(st.sampled_from(HEADERS + UNICODE_HEADERS),
+                      st.sampled_from(WORDS + UNICODE_WORDS),
+                      st.sampled_from(SPACES + UNICODE_SPACES), st.text(max_size=6))
 texts = st.lists(fragments, max_size=40).map("".join)
-forms = st.one_of(st.sampled_from(WORDS), st.text(max_size=5),
+forms = st.one_of(st.sampled_from(WORDS + UNICODE_WORDS), st.text(max_size=5),
                   st.lists(st.sampled_from(WORDS + SPACES), min_size=1, max_size=3).map("".join))
 groups = st.one_of(forms, st.lists(forms, max_size=3), st.lists(forms, max_size=3).map(tuple))
 key_step_items = st.one_of(st.none(), st.lists(groups, max_size=6),
@@ -40,7 +45,7 @@ def _sections_py(b):
 def test_segmentation_agrees(text):
     b = parsing.to_bytes(text)
     assert _C.segment(text) == _sections_py(b)
-    assert _C.official_step_bodies(text) == parsing.official_step_bodies(b)
+    assert _C.official_step_bodies(text) == official.step_bodies(text)
 
 
 @SETTINGS
@@ -81,12 +86,32 @@ def _fuzz_key_steps(rng):
     return {"Steps": groups} if rng.random() < 0.3 else groups
 
 
+@SETTINGS
+@given(st.one_of(st.text(max_size=40), fragments, st.binary(max_size=40)))
+def test_unicode_lower_agrees_with_str_lower(text):
+    s = official.as_text(text)
+    errors = "surrogatepass" if isinstance(text, str) else "surrogateescape"
+    assert _C.unicode_lower(text) == s.lower().encode("utf-8", errors)
+
+
+def test_unicode_lower_on_every_code_point_and_a_seeded_corpus():
+    assert _C.UNICODE_VERSION == __import__("unicodedata").unidata_version
+    chars = [chr(cp) for cp in range(0x110000)]
+    singles = "\x00".join(chars)  # NUL is neither cased nor case-ignorable: no context crosses it
+    assert _C.unicode_lower(singles) == singles.lower().encode("utf-8", "surrogatepass")
+    rng = random.Random(11)
+    texts_ = [unicode_text(rng, 12) for _ in range(12_000)]
+    got = [_C.unicode_lower(t) for t in texts_]
+    assert got == [t.lower().encode("utf-8", "surrogatepass") for t in texts_]
+
+
 @pytest.mark.parametrize("mode", ["paper", "official"])
 def test_seeded_fuzz_batch_agrees(mode):
     rng = random.Random(2025 + (mode == "official"))
     n = 6000
-    texts_ = [_fuzz_text(rng) for _ in range(n)]
-    items = [_fuzz_key_steps(rng) for _ in range(n // 3)]
+    texts_ = [_fuzz_text(rng) if i % 3 else unicode_text(rng) for i in range(n)]
+    items = [_fuzz_key_steps(rng) if i % 2 else unicode_key_steps(rng, texts_[3 * i])
+             for i in range(n // 3)]
     key_steps = [items[i // 3] for i in range(n)]  # groups of 3 completions share one object
     expected = match_batch_python(texts_, key_steps, mode)
     assert _C.match_key_steps(texts_, key_steps, mode, 0) == expected

@@ -58,11 +58,29 @@ def test_paper_empty_normalised_form_never_matches():
     assert k_of(GOOD, [["{}", "$ $"], ["AD is a median"]], "paper") == 0.5
 
 
-def test_case_folding_is_ascii_only_in_both_modes():
+def test_case_folding_is_ascii_only_in_paper_mode():
     text = STEP.format("ÉTÉ and ABC")
-    for mode in ("paper", "official"):
-        assert k_of(text, [["été"]], mode) == 0.0
-        assert k_of(text, [["ÉTÉ"], ["abc"]], mode) == 1.0
+    assert k_of(text, [["été"]], "paper") == 0.0
+    assert k_of(text, [["ÉTÉ"], ["abc"]], "paper") == 1.0
+
+
+def test_official_mode_uses_python_str_semantics():
+    # str.lower() on Unicode (the "ünïcödé step" miss), final sigma included
+    text = STEP.format("ÉTÉ and ABC, Ünïcödé step, \u039f\u0394\u039f\u03a3")  # ΟΔΟΣ
+    final_form, medial_form = "\u03bf\u03b4\u03bf\u03c2", "\u03bf\u03b4\u03bf\u03c3"
+    assert k_of(text, [["été"], ["ÉTÉ"], ["abc"], ["ünïcödé step"], [final_form]], "official") == 1.0
+    assert k_of(text, [[medial_form], ["zzz"]], "official") == 0.0
+    assert k_of(text, [["\u039f\u0394\u039f\u03a3"]], "official") == 1.0  # lower()s to final_form
+    # regex \s skips Unicode blanks after the header; \d takes Arabic-Indic step numbers
+    assert k_of("### Step 1:\u00a0\u3000x y", [["x y"]], "official") == 1.0
+    assert k_of("### Step ١:\nfound", [["found"]], "official") == 1.0
+    valid = ("### Image Description:\nd\n### Rationales:\nr\n### Step 1:\na\n### Step ٢:\nb\n"
+             "### The final answer is:\n3")
+    assert step_validity_reward([valid], mode="official") == [1.0]
+    assert step_validity_reward([valid.replace("٢", "٣")], mode="official") == [0.0]
+    # str.strip() removes NBSP and \x1c: a text ending in the bare header passes
+    bare = valid.replace("### The final answer is:\n3", "") + "\n### Step 3: c\n### The final answer is:"
+    assert step_validity_reward([bare + "\u00a0\x1c"], mode="official") == [1.0]
 
 
 def test_paper_inline_step_titles_and_header_variants():
