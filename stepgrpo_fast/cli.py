@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": ("stepgrpo_fast.trainer.cli:add_eval_arguments:run_eval",
              "greedy eval of a checkpoint: accuracy, validity, key-step match, reward"),
     "reward": ("stepgrpo_fast.rewards.cli", "score completions in a JSONL file with StepRAR/StepRVR"),
+    "keysteps": ("stepgrpo_fast.keysteps.cli", "extract StepRAR key steps from the reference reasoning of a JSONL file"),
     "bench": ("stepgrpo_fast.bench_cli", "run the benchmark suite of a source checkout (python -m bench)"),
     "gpu-check": ("stepgrpo_fast.gpu.check", "CUDA machine: GPU tests + fwd/bwd TFLOP/s report"),
     "kernel-table": ("stepgrpo_fast.gpu.kernel_table", "AOT-compile Triton kernels: sm_80/90 table"),

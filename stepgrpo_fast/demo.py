@@ -69,6 +69,19 @@ class DemoSettings:
     # The SFT traces come from a weak teacher that drops the carry in this share of the carrying
     # sums ("7 + 8 = 5"); RL's verifiable reward (answer + key step "7 + 8 = 15") has to repair it.
     sft_carry_slip: float = 0.7
+    # ... and breaks the "###" layout of this share of its traces (misnumbered steps, no
+    # Rationales section, the answer before the steps; data.synthetic.break_layout), so that
+    # StepRVR has something to reward. 0 (the default) leaves the traces as they were. Each
+    # broken trace gets one of ``sft_layout_faults`` (uniformly): with all three, none is ever the
+    # majority, so greedy decoding after SFT stays valid and only sampled completions break;
+    # one fault at a share above 0.5 makes the SFT model's greedy layout invalid too.
+    sft_layout_break: float = 0.0
+    sft_layout_faults: list[str] = field(
+        default_factory=lambda: ["misnumbered", "no_rationales", "answer_first"])
+    # The RL records' key steps: "generator" (the task generator's own) or "extracted" (what
+    # `stepgrpo keysteps` extracts, rule-based, from each RL problem's reference reasoning).
+    # Evaluation always scores against the generator's key steps.
+    key_steps: str = "generator"
     hidden_size: int = 64
     num_layers: int = 2
     vocab_size: int = 1024
@@ -96,6 +109,15 @@ class DemoSettings:
             raise ValueError(f"demo.max_value must be in 2..9, got {self.max_value}")
         if not 0.0 <= self.sft_carry_slip <= 1.0:
             raise ValueError(f"demo.sft_carry_slip must be in [0, 1], got {self.sft_carry_slip}")
+        if not 0.0 <= self.sft_layout_break <= 1.0:
+            raise ValueError(f"demo.sft_layout_break must be in [0, 1], got {self.sft_layout_break}")
+        from stepgrpo_fast.data.synthetic import LAYOUT_FAULTS
+
+        if not self.sft_layout_faults or any(f not in LAYOUT_FAULTS for f in self.sft_layout_faults):
+            raise ValueError(f"demo.sft_layout_faults must be a non-empty subset of {LAYOUT_FAULTS}, "
+                             f"got {self.sft_layout_faults}")
+        if self.key_steps not in ("generator", "extracted"):
+            raise ValueError(f"demo.key_steps must be 'generator' or 'extracted', got {self.key_steps!r}")
         bad = [k for k in self.kinds if k not in KINDS]
         if not self.kinds or bad:
             raise ValueError(f"demo.kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
@@ -269,7 +291,15 @@ def _run_pipeline(out: Path, seed: int, ablation: bool, settings: DemoSettings, 
     t0 = time.perf_counter()
     data = write_dataset(out / "data", seed=seed, n_sft=settings.n_sft, n_rl=settings.n_rl,
                          n_eval=settings.n_eval, kinds=tuple(settings.kinds), text_hints=settings.text_hints,
-                         max_value=settings.max_value, sft_carry_slip=settings.sft_carry_slip)
+                         max_value=settings.max_value, sft_carry_slip=settings.sft_carry_slip,
+                         sft_layout_break=settings.sft_layout_break,
+                         sft_layout_faults=tuple(settings.sft_layout_faults),
+                         rl_response=settings.key_steps == "extracted")
+    if settings.key_steps == "extracted":  # RL key steps from the RL problems' reference reasoning
+        from stepgrpo_fast.keysteps import extract_file
+
+        extraction = extract_file(data["rl"], data["rl"])
+        (out / "data" / "rl_keysteps.txt").write_text("\n".join(extraction.lines()) + "\n")
     model_dir = build_tiny_checkpoint(out / "model", seed=seed, vocab_size=settings.vocab_size,
                                       phrase_merges=settings.phrase_merges, hidden_size=settings.hidden_size,
                                       num_layers=settings.num_layers, min_pixels=sft_base.min_pixels,

@@ -40,6 +40,8 @@ RESPONSE_HEADERS = (
 
 KINDS = ("add", "area", "count", "compare")
 SPLITS = ("sft", "rl", "eval")
+# How a weak teacher breaks the "###" layout (see break_layout); StepRVR scores each 0.
+LAYOUT_FAULTS = ("misnumbered", "no_rationales", "answer_first")
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60)}
 _WORDS = [
@@ -85,6 +87,7 @@ class Problem:
     solution: str
     response: str  # reference reasoning in the "###" layout
     key_steps: list[list[str]]  # groups of equivalent forms
+    layout_fault: str | None = None  # the LAYOUT_FAULTS entry that broke ``response``, if any
 
 
 def format_response(description: str, rationale: str, steps: list[str], answer: str) -> str:
@@ -95,6 +98,50 @@ def format_response(description: str, rationale: str, steps: list[str], answer: 
         lines += [f"### Step {i}:", step]
     lines += [HEADER_FINAL, answer]
     return "\n".join(lines)
+
+
+def _response_sections(response: str) -> list[list[str]]:
+    """[[header line, body lines...], ...] of a response written by format_response."""
+    sections: list[list[str]] = []
+    for line in response.split("\n"):
+        if line in RESPONSE_HEADERS or (line.startswith("### Step ") and line.endswith(":")):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            raise ValueError(f"not a format_response layout: text before the first header: {line!r}")
+    return sections
+
+
+def break_layout(response: str, fault: str) -> str:
+    """``response`` (format_response's layout) with its layout broken as a weak teacher does:
+      misnumbered    the last step is numbered one too high ("### Step 1:", "### Step 3:")
+      no_rationales  the "### Rationales:" section is left out
+      answer_first   the final-answer section comes right after the rationales, before the steps
+    The words of every section are kept; StepRVR (paper and official mode) scores the result 0."""
+    sections = _response_sections(response)
+    headers = [s[0] for s in sections]
+    steps = [i for i, h in enumerate(headers) if h.startswith("### Step ")]
+    if HEADER_FINAL not in headers or HEADER_RATIONALES not in headers or not steps:
+        raise ValueError("break_layout needs a response with rationales, steps and a final answer")
+    if fault == "misnumbered":
+        last = steps[-1]
+        sections[last][0] = f"### Step {len(steps) + 1}:"
+    elif fault == "no_rationales":
+        sections.pop(headers.index(HEADER_RATIONALES))
+    elif fault == "answer_first":
+        final = sections.pop(headers.index(HEADER_FINAL))
+        sections.insert(headers.index(HEADER_RATIONALES) + 1, final)
+    else:
+        raise ValueError(f"unknown layout fault {fault!r}; choose from {LAYOUT_FAULTS}")
+    return "\n".join(line for section in sections for line in section)
+
+
+def _check_faults(layout_faults) -> tuple[str, ...]:
+    faults = tuple(layout_faults)
+    if not faults or any(f not in LAYOUT_FAULTS for f in faults):
+        raise ValueError(f"layout_faults must be a non-empty subset of {LAYOUT_FAULTS}, got {faults}")
+    return faults
 
 
 def _font(size: int):
@@ -272,10 +319,17 @@ def generate(
     text_hints: bool = True,
     max_value: int = 9,
     carry_slip: float = 0.0,
+    layout_break: float = 0.0,
+    layout_faults=LAYOUT_FAULTS,
 ) -> list[Problem]:
     """``n`` problems, kinds cycled in order, each from its own RNG stream keyed by
     (seed, split, index): the same call always gives the same problems, and the splits differ.
-    ``carry_slip`` only changes the reference reasoning of carrying ``add`` sums (see make_add)."""
+    ``carry_slip`` only changes the reference reasoning of carrying ``add`` sums (see make_add).
+    ``layout_break``: share of problems whose reference reasoning has its layout broken by one
+    of ``layout_faults`` (break_layout), drawn from a separate RNG stream keyed by (seed, split,
+    index), so questions, pictures, solutions and key steps never depend on it, 0 changes
+    nothing, and the problems broken at a lower share are also broken (the same way) at a
+    higher one."""
     kinds = tuple(kinds)
     if not kinds or any(k not in _MAKERS for k in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
@@ -285,7 +339,17 @@ def generate(
         raise ValueError(f"max_value must be in 2..9, got {max_value}")
     if not 0.0 <= carry_slip <= 1.0:
         raise ValueError(f"carry_slip must be in [0, 1], got {carry_slip}")
-    return [_problem_at(seed, split, i, kinds, text_hints, max_value, carry_slip) for i in range(n)]
+    if not 0.0 <= layout_break <= 1.0:
+        raise ValueError(f"layout_break must be in [0, 1], got {layout_break}")
+    faults = _check_faults(layout_faults)
+    problems = [_problem_at(seed, split, i, kinds, text_hints, max_value, carry_slip) for i in range(n)]
+    if layout_break > 0.0:
+        for i, p in enumerate(problems):
+            layout_rng = random.Random(f"{seed}/{split}/{i}/layout")
+            if layout_rng.random() < layout_break:
+                p.layout_fault = faults[layout_rng.randrange(len(faults))]
+                p.response = break_layout(p.response, p.layout_fault)
+    return problems
 
 
 def _problem_at(seed: int, split: str, index: int, kinds: tuple, text_hints: bool,
@@ -359,12 +423,19 @@ def write_dataset(
     text_hints: bool = True,
     max_value: int = 9,
     sft_carry_slip: float = 0.0,
+    sft_layout_break: float = 0.0,
+    sft_layout_faults=LAYOUT_FAULTS,
+    rl_response: bool = False,
 ) -> dict[str, pathlib.Path]:
     """Write sft.jsonl, rl.jsonl, eval.jsonl (+ images/<split>_<i>.png) under ``out_dir``.
 
     Records: {"image", "question", "solution", "key_steps", "kind"} and, for SFT, "response".
     ``sft_carry_slip``: rate at which the SFT reference reasoning of a carrying sum drops the
     carry (a weak teacher's traces); RL and eval records carry no reasoning and are unaffected.
+    ``sft_layout_break``: share of SFT traces whose "###" layout the weak teacher breaks with one
+    of ``sft_layout_faults`` (see break_layout; 0 = none, the files are then those of a call
+    without it). ``rl_response``: RL records also carry "response", the exact reference
+    reasoning (what `stepgrpo keysteps` extracts key steps from).
     Returns {split: jsonl path}.
     """
     out_dir = pathlib.Path(out_dir)
@@ -379,8 +450,9 @@ def write_dataset(
         if split == "eval":  # held out: no eval problem is a copy of an SFT or RL problem
             problems = generate_held_out(seed, n, training, **options)
         else:
-            slip = sft_carry_slip if split == "sft" else 0.0
-            problems = generate(seed, n, split=split, carry_slip=slip, **options)
+            weak = ({"carry_slip": sft_carry_slip, "layout_break": sft_layout_break,
+                     "layout_faults": sft_layout_faults} if split == "sft" else {})
+            problems = generate(seed, n, split=split, **weak, **options)
             training.update(fingerprint(p) for p in problems)
         with open(path, "w") as f:
             for i, p in enumerate(problems):
@@ -393,7 +465,7 @@ def write_dataset(
                     "key_steps": p.key_steps,
                     "kind": p.kind,
                 }
-                if split == "sft":
+                if split == "sft" or (split == "rl" and rl_response):
                     record["response"] = p.response
                 f.write(json.dumps(record) + "\n")
         paths[split] = path

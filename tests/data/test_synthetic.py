@@ -255,3 +255,88 @@ def test_carry_slip_only_changes_the_sft_reasoning_of_carrying_sums(tmp_path):
         assert paths[split].read_text() == exact_paths[split].read_text()
     with pytest.raises(ValueError, match="carry_slip"):
         generate(0, 2, carry_slip=1.5)
+
+
+# --- the weak teacher's broken layouts (sft_layout_break) ---------------------------------
+
+def test_default_data_is_unchanged_by_the_layout_options(tmp_path):
+    """sft_layout_break=0 and rl_response=False write exactly what a call without them writes,
+    images included, and the records' text is today's (the SHA-1 below was taken from the
+    generator before the layout options existed: same seed, sizes and carry slip)."""
+    import hashlib
+
+    options = {"seed": 0, "n_sft": 200, "n_rl": 50, "n_eval": 0, "kinds": KINDS, "sft_carry_slip": 0.7}
+    plain = write_dataset(tmp_path / "plain", **options)
+    explicit = write_dataset(tmp_path / "explicit", sft_layout_break=0.0, rl_response=False, **options)
+    for split in ("sft", "rl", "eval"):
+        assert plain[split].read_bytes() == explicit[split].read_bytes()
+    for png in (tmp_path / "plain" / "images").iterdir():
+        assert png.read_bytes() == (tmp_path / "explicit" / "images" / png.name).read_bytes()
+    digest = hashlib.sha1(plain["sft"].read_bytes() + plain["rl"].read_bytes()).hexdigest()
+    assert digest == "a889aad5292fb40b226dedf3b310cd97d0b00b83"
+
+
+def test_break_layout_faults_are_invalid_and_keep_the_words():
+    from stepgrpo_fast.rewards import step_validity_reward
+
+    p = generate(2, 1, kinds=("add",))[0]
+    broken = {f: synthetic.break_layout(p.response, f) for f in synthetic.LAYOUT_FAULTS}
+    assert "### Step 1:" in broken["misnumbered"] and "### Step 3:" in broken["misnumbered"]
+    assert "### Step 2:" not in broken["misnumbered"]
+    assert synthetic.HEADER_RATIONALES not in broken["no_rationales"]
+    answer_first = broken["answer_first"].split("\n")
+    assert answer_first.index(synthetic.HEADER_FINAL) < answer_first.index("### Step 1:")
+    for mode in ("paper", "official"):
+        assert step_validity_reward([p.response], mode=mode) == [1.0]
+        assert step_validity_reward(list(broken.values()), mode=mode) == [0.0, 0.0, 0.0]
+    lines = p.response.split("\n")
+    rationale = lines[lines.index(synthetic.HEADER_RATIONALES) + 1]
+    assert sorted(broken["answer_first"].split("\n")) == sorted(lines)
+    assert broken["misnumbered"].split("\n") == [("### Step 3:" if x == "### Step 2:" else x) for x in lines]
+    assert broken["no_rationales"].split("\n") == [x for x in lines if x not in (synthetic.HEADER_RATIONALES, rationale)]
+    with pytest.raises(ValueError, match="unknown layout fault"):
+        synthetic.break_layout(p.response, "shuffled")
+    with pytest.raises(ValueError, match="format_response"):
+        synthetic.break_layout("no header\n### Step 1:\nx", "misnumbered")
+
+
+def test_layout_break_changes_only_the_reasoning_of_its_share(tmp_path):
+    exact = generate(6, 600, kinds=KINDS)
+    half = generate(6, 600, kinds=KINDS, layout_break=0.5)
+    more = generate(6, 600, kinds=KINDS, layout_break=0.8)
+    for p, q in zip(exact, half):
+        assert (p.question, p.solution, p.key_steps, p.kind) == (q.question, q.solution, q.key_steps, q.kind)
+        assert p.image.tobytes() == q.image.tobytes()
+        if q.layout_fault is None:
+            assert q.response == p.response
+        else:
+            assert q.response == synthetic.break_layout(p.response, q.layout_fault)
+    share = np.mean([q.layout_fault is not None for q in half])
+    assert 0.44 < share < 0.56
+    faults = [q.layout_fault for q in half if q.layout_fault]
+    assert {f: faults.count(f) > 60 for f in synthetic.LAYOUT_FAULTS} == dict.fromkeys(synthetic.LAYOUT_FAULTS, True)
+    # broken at 0.5 -> broken the same way at 0.8
+    assert all(m.layout_fault == h.layout_fault for h, m in zip(half, more) if h.layout_fault)
+    only = generate(6, 60, layout_break=1.0, layout_faults=("no_rationales",))
+    assert {p.layout_fault for p in only} == {"no_rationales"}
+    with pytest.raises(ValueError, match="layout_break"):
+        generate(0, 2, layout_break=-0.1)
+    with pytest.raises(ValueError, match="layout_faults"):
+        generate(0, 2, layout_break=0.5, layout_faults=("sideways",))
+
+
+def test_write_dataset_breaks_only_sft_and_can_give_rl_its_reasoning(tmp_path):
+    broken = write_dataset(tmp_path / "b", seed=5, n_sft=30, n_rl=10, n_eval=6, sft_layout_break=1.0)
+    exact = write_dataset(tmp_path / "e", seed=5, n_sft=30, n_rl=10, n_eval=6)
+    sft = [json.loads(line) for line in broken["sft"].read_text().splitlines()]
+    sft_exact = [json.loads(line) for line in exact["sft"].read_text().splitlines()]
+    assert all(r["response"] != e["response"] for r, e in zip(sft, sft_exact))
+    assert [dict(r, response=None) for r in sft] == [dict(e, response=None) for e in sft_exact]
+    for split in ("rl", "eval"):
+        assert broken[split].read_text() == exact[split].read_text()
+    with_reasoning = write_dataset(tmp_path / "r", seed=5, n_sft=30, n_rl=10, n_eval=6, rl_response=True)
+    rl = [json.loads(line) for line in with_reasoning["rl"].read_text().splitlines()]
+    rl_plain = [json.loads(line) for line in exact["rl"].read_text().splitlines()]
+    assert [p.response for p in generate(5, 10, split="rl")] == [r["response"] for r in rl]
+    assert [{k: v for k, v in r.items() if k != "response"} for r in rl] == rl_plain
+    assert with_reasoning["eval"].read_text() == exact["eval"].read_text()
