@@ -1,6 +1,6 @@
-"""``python -m bench``: run the benchmark suite (see bench/runner.py)."""
+"""``python -m bench``: the package's benchmark runner, writing to bench/results."""
 import sys
 
-from bench.runner import main
+from bench import main
 
 sys.exit(main())

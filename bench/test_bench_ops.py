@@ -3,15 +3,22 @@
     python -m pytest bench -q --benchmark-only [--benchmark-group-by=group]
 
 Not collected by the project's test command (pyproject testpaths = ["tests"]). Each group holds
-the same providers as the runner, timed by pytest-benchmark on the same inputs.
+the same providers as the runner (stepgrpo_fast/bench), timed by pytest-benchmark on the same
+inputs.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench import group_advantages, group_rewards, group_train_step
-from bench.linear_ops import LinearCase, build_provider, make_inputs, mode_call, unavailable_reason
+from stepgrpo_fast.bench import group_advantages, group_rewards, group_train_step
+from stepgrpo_fast.bench.linear_ops import (
+    LinearCase,
+    build_provider,
+    make_inputs,
+    mode_call,
+    unavailable_reason,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 notices

@@ -18,7 +18,7 @@ COMMANDS = {
              "greedy eval of a checkpoint: accuracy, validity, key-step match, reward"),
     "reward": ("stepgrpo_fast.rewards.cli", "score completions in a JSONL file with StepRAR/StepRVR"),
     "keysteps": ("stepgrpo_fast.keysteps.cli", "extract StepRAR key steps from the reference reasoning of a JSONL file"),
-    "bench": ("stepgrpo_fast.bench_cli", "run the benchmark suite of a source checkout (python -m bench)"),
+    "bench": ("stepgrpo_fast.bench.cli", "run the benchmark suite (same runner as python -m bench)"),
     "gpu-check": ("stepgrpo_fast.gpu.check", "CUDA machine: GPU tests + fwd/bwd TFLOP/s report"),
     "kernel-table": ("stepgrpo_fast.gpu.kernel_table", "AOT-compile Triton kernels: sm_80/90 table"),
 }

@@ -394,20 +394,12 @@ def ablation_tables(sft_eval: dict[str, Any], runs: dict[str, dict[str, Any]]) -
     return {"table2": table2, "table4": table4}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere): results
-    to the last digit depend on it, since torch's CPU kernels pick code paths by instruction set."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_summary() -> dict[str, Any]:
+    """Where a report was made. Results to the last digit depend on the CPU model (torch's CPU
+    kernels pick AVX2 / AVX-512 / AMX code by instruction set), so it is recorded."""
     import torch
+
+    from stepgrpo_fast.bench.machine import cpu_model
 
     return {"platform": platform.platform(), "cpu": cpu_model(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -4,8 +4,9 @@
     grpo_loss(logp, advantages, mask, *, old_logp=None, ref_logp=None, beta=0.04, ...)
     linear_grpo_loss(hidden, weight, targets, mask, advantages, *, ...)
 
-impl="torch": closed-form torch code (reference/grpo_loss.py); for linear_grpo_loss the chunked
-single-pass CPU implementation. impl="triton": ops/grpo_loss.py and ops/linear_grpo_loss.py
+impl="torch": the closed-form per-token maths (formulas.py); for linear_grpo_loss the chunked
+single-pass CPU implementation (ops/linear_grpo_loss_chunked.py). The oracles the tests hold
+them to: reference/grpo_loss.py. impl="triton": ops/grpo_loss.py and ops/linear_grpo_loss.py
 (imported only when used). impl="auto": Triton on CUDA tensors when Triton is installed.
 
 Gradients flow to logp (grpo_loss) and to hidden, weight, bias (linear_grpo_loss) only:
@@ -20,18 +21,21 @@ from collections.abc import Sequence
 
 import torch
 
-from ..reference.grpo_loss import (
-    ADVANTAGE_SCALES,
-    LOSS_TYPES,
-    group_advantages_reference,
-    grpo_token_terms,
-    linear_grpo_loss_chunked,
-    stats_to_metrics,
-    token_weights,
+from ..formulas import ADVANTAGE_SCALES, grpo_token_terms, stats_to_metrics, token_weights
+from ..ops.linear_grpo_loss_chunked import linear_grpo_loss_chunked
+from ..reference.grpo_loss import group_advantages_reference
+from ..utils import describe, resolve_impl
+from .checks import (
+    FLOAT_DTYPES,
+    check_counted_targets,
+    check_grpo_options,
+    check_linear_head,
+    check_same_device,
+    check_temperature,
+    check_token_tensors,
+    require_tensors,
+    shapes_of,
 )
-from ..utils import check_same_device, describe, resolve_impl
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -69,42 +73,6 @@ def group_advantages(rewards, group_size: int, *, scale: str = "group", eps: flo
         from ..ops.grpo_loss import group_advantages_triton
         return group_advantages_triton(rewards, group_size, scale, float(eps))
     return group_advantages_reference(rewards, group_size, scale, float(eps))
-
-
-# ------------------------------------------------------------------------------ validation
-def _check_hparams(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, ref_logp):
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    for name, val in (("beta", beta), ("epsilon_low", epsilon_low), ("epsilon_high", epsilon_high)):
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {val!r}")
-    if beta > 0 and ref_logp is None:
-        raise ValueError(f"beta={beta} > 0 adds the KL penalty to the reference model and needs ref_logp "
-                         "(the reference model's log-probs [B, T]); pass ref_logp, or beta=0.0 for no KL term")
-    if max_completion_length is not None and (isinstance(max_completion_length, bool)
-                                              or not isinstance(max_completion_length, int)
-                                              or max_completion_length < 1):
-        raise ValueError(f"max_completion_length must be a positive int or None, got {max_completion_length!r}")
-
-
-def _check_token_tensors(b: int, t: int, where: str, mask, advantages, old_logp, ref_logp) -> None:
-    """mask [B,T], advantages [B] | [B,T], old/ref [B,T] float; ValueError naming every shape."""
-    named = {"mask": mask, "advantages": advantages, "old_logp": old_logp, "ref_logp": ref_logp}
-    for name, val in named.items():
-        if val is not None and not isinstance(val, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(val).__name__}")
-    shapes = f"{where}; " + ", ".join(describe(k, v) for k, v in named.items() if v is not None)
-    if tuple(mask.shape) != (b, t):
-        raise ValueError(f"mask must be [B, T] = [{b}, {t}]; got {shapes}")
-    if tuple(advantages.shape) not in ((b,), (b, t)):
-        raise ValueError(f"advantages must be [B] = [{b}] or [B, T] = [{b}, {t}]; got {shapes}")
-    if not advantages.dtype.is_floating_point:
-        raise ValueError(f"advantages must be floating point; got {shapes}")
-    for name, val in (("old_logp", old_logp), ("ref_logp", ref_logp)):
-        if val is not None and (tuple(val.shape) != (b, t) or not val.dtype.is_floating_point):
-            raise ValueError(f"{name} must be a floating [B, T] = [{b}, {t}] tensor; got {shapes}")
-    if mask.dtype.is_complex:
-        raise ValueError(f"mask must be bool, integer or float; got {shapes}")
 
 
 def _flat_inputs(mask, advantages, old_logp, ref_logp, loss_type, max_completion_length, dtype):
@@ -161,11 +129,11 @@ def grpo_loss(logp, advantages, mask, *, old_logp=None, ref_logp=None, beta: flo
     """
     if not isinstance(logp, torch.Tensor):
         raise TypeError(f"logp must be a torch.Tensor, got {type(logp).__name__}")
-    if logp.dim() != 2 or logp.dtype not in _FLOAT_DTYPES:
+    if logp.dim() != 2 or logp.dtype not in FLOAT_DTYPES:
         raise ValueError(f"logp must be a floating [B, T] tensor; got {describe('logp', logp)}")
     b, t = logp.shape
-    _check_token_tensors(b, t, f"logp is {list(logp.shape)}", mask, advantages, old_logp, ref_logp)
-    _check_hparams(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, ref_logp)
+    check_token_tensors(b, t, f"logp is {list(logp.shape)}", mask, advantages, old_logp, ref_logp)
+    check_grpo_options(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, ref_logp)
     check_same_device(logp=logp, mask=mask, advantages=advantages, old_logp=old_logp, ref_logp=ref_logp)
     backend = resolve_impl(impl, logp)
     dtype = torch.float64 if logp.dtype == torch.float64 else torch.float32
@@ -222,39 +190,6 @@ class LinearGRPOLossFunction(torch.autograd.Function):
                 None, None, None, None, None, None, None, None, None, None, None)
 
 
-def _check_linear(hidden, weight, targets, mask, bias):
-    for name, val in (("hidden", hidden), ("weight", weight), ("targets", targets), ("mask", mask),
-                      ("bias", bias)):
-        if val is not None and not isinstance(val, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(val).__name__}")
-    shapes = ", ".join(describe(k, v) for k, v in (("hidden", hidden), ("weight", weight), ("targets", targets),
-                                                    ("mask", mask), ("bias", bias)) if v is not None)
-    if hidden.dim() != 3 or weight.dim() != 2:
-        raise ValueError(f"hidden must be [B, T, H] and weight [V, H]; got {shapes}")
-    if hidden.shape[-1] != weight.shape[1]:
-        raise ValueError(f"hidden and weight disagree on H ({hidden.shape[-1]} vs {weight.shape[1]}); got {shapes}")
-    if hidden.dtype not in _FLOAT_DTYPES or hidden.dtype != weight.dtype:
-        raise ValueError(f"hidden and weight must share one floating dtype; got {shapes}")
-    if hidden.numel() == 0 or weight.numel() == 0:
-        raise ValueError(f"empty input: B, T, H and V must all be > 0; got {shapes}")
-    if tuple(targets.shape) != tuple(hidden.shape[:2]):
-        raise ValueError(f"targets must be [B, T] = {list(hidden.shape[:2])}; got {shapes}")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ValueError(f"targets must be an integer tensor of token ids; got {shapes}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]
-                             or not bias.dtype.is_floating_point):
-        raise ValueError(f"bias must be a floating [V] = [{weight.shape[0]}] tensor; got {shapes}")
-
-
-def _check_target_values(targets, mask, vocab_size: int) -> None:
-    """Targets where mask != 0 must be token ids in [0, V) (reads them: one device sync on GPU)."""
-    bad = (mask != 0) & ((targets < 0) | (targets >= vocab_size))
-    if bool(bad.any()):
-        b_i, t_i = bad.nonzero()[0].tolist()
-        raise ValueError(f"targets[{b_i}, {t_i}] = {int(targets[b_i, t_i])} is outside [0, {vocab_size}) at a "
-                         f"position the mask counts (targets {list(targets.shape)}, mask {list(mask.shape)})")
-
-
 def linear_grpo_loss(hidden, weight, targets, mask, advantages, *, old_logp=None, ref_logp=None,
                      beta: float = 0.04, epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                      temperature: float = 1.0, loss_type: str = "grpo", max_completion_length: int | None = None,
@@ -270,16 +205,19 @@ def linear_grpo_loss(hidden, weight, targets, mask, advantages, *, old_logp=None
     three GEMMs (logits, dH, dW) over token chunks; backward scales them by grad_output.
     Returns (loss 0-d float32 (float64 for float64 inputs), metrics dict).
     """
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    _check_linear(hidden, weight, targets, mask, bias)
+    require_tensors(hidden=hidden, weight=weight, targets=targets, mask=mask, bias=bias)
+    if mask is None:
+        raise TypeError("mask must be a torch.Tensor, got NoneType")
+    check_linear_head(hidden, weight, targets, bias, ranks=(3,), hidden_form="[B, T, H]",
+                      dims="B, T, H and V", ignored="",
+                      shapes=shapes_of(hidden=hidden, weight=weight, targets=targets, mask=mask,
+                                       bias=bias))
     b, t, h = hidden.shape
-    _check_token_tensors(b, t, f"hidden is {list(hidden.shape)}", mask, advantages, old_logp, ref_logp)
-    _check_target_values(targets, mask, weight.shape[0])
-    _check_hparams(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, ref_logp)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_token_tensors(b, t, f"hidden is {list(hidden.shape)}", mask, advantages, old_logp,
+                        ref_logp)
+    check_counted_targets(targets, mask, weight.shape[0])
+    check_grpo_options(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, ref_logp)
+    temperature = check_temperature(temperature)
     check_same_device(hidden=hidden, weight=weight, targets=targets, mask=mask, advantages=advantages,
                       old_logp=old_logp, ref_logp=ref_logp, bias=bias)
     backend = resolve_impl(impl, hidden)

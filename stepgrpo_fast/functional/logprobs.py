@@ -3,25 +3,28 @@
     linear_logprobs(hidden, weight, targets, *, bias=None, temperature=1.0,
                     return_entropy=False, impl="auto")
 
-impl="torch" runs the chunked CPU/GPU torch implementation (reference/linear_logprobs.py),
+impl="torch" runs the chunked CPU/GPU torch implementation (ops/linear_logprobs_chunked.py),
 impl="triton" the Triton kernels (ops/linear_logprobs.py, imported only when used),
 impl="auto" Triton for CUDA tensors when Triton is installed, torch otherwise.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..reference.linear_logprobs import (
-    IGNORE_INDEX,
+from ..ops.linear_logprobs_chunked import (
     chunked_linear_logprobs_backward,
     chunked_linear_logprobs_forward,
 )
-from ..utils import check_same_device, describe, resolve_impl
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+from ..utils import describe, resolve_impl
+from .checks import (
+    TRITON_DTYPES,
+    check_linear_head,
+    check_same_device,
+    check_target_ids,
+    check_temperature,
+    require_tensors,
+    shapes_of,
+)
 
 
 def check_linear_inputs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -32,52 +35,14 @@ def check_linear_inputs(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
     else: ranks, H mismatch, empty sizes, float dtypes, integer targets, targets outside
     [0, V) other than -100 (``check_values`` reads them: one device sync on GPU), devices.
     """
-    for name, t in (("hidden", hidden), ("weight", weight), ("targets", targets), ("bias", bias)):
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    require_tensors(hidden=hidden, weight=weight, targets=targets, bias=bias)
     check_same_device(hidden=hidden, weight=weight, targets=targets, bias=bias)
-    shapes = ", ".join(describe(k, v) for k, v in
-                       (("hidden", hidden), ("weight", weight), ("targets", targets), ("bias", bias))
-                       if v is not None)
-    if hidden.dim() not in (2, 3):
-        raise ValueError(f"hidden must be [N, H] or [B, T, H]; got {shapes}")
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be [V, H]; got {shapes}")
-    if hidden.shape[-1] != weight.shape[1]:
-        raise ValueError(f"hidden and weight disagree on H ({hidden.shape[-1]} vs "
-                         f"{weight.shape[1]}); got {shapes}")
-    if hidden.dtype not in _FLOAT_DTYPES or weight.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"hidden and weight must be floating point; got {shapes}")
-    if hidden.dtype != weight.dtype:
-        raise ValueError(f"hidden and weight must have the same dtype; got {shapes}")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ValueError(f"targets must be an integer tensor (token ids, -100 = ignored); got {shapes}")
-    if tuple(targets.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(f"targets must have shape {list(hidden.shape[:-1])} (hidden without H); "
-                         f"got {shapes}")
-    if hidden.numel() == 0 or weight.numel() == 0:
-        raise ValueError(f"empty input: N, H and V must all be > 0; got {shapes}")
-    if bias is not None:
-        if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"bias must be [V] = [{weight.shape[0]}]; got {shapes}")
-        if bias.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"bias must be floating point; got {shapes}")
-    if check_values and targets.device.type != "meta":
-        bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= weight.shape[0]))
-        if bool(bad.any()):
-            first = bad.reshape(-1).nonzero()[0, 0].item()
-            value = targets.reshape(-1)[first].item()
-            raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {IGNORE_INDEX}; "
-                             f"found {value} at flat index {first}; got {shapes}")
-
-
-def _check_temperature(temperature) -> float:
-    if isinstance(temperature, torch.Tensor):
-        temperature = temperature.item()
-    t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
-    return t
+    shapes = shapes_of(hidden=hidden, weight=weight, targets=targets, bias=bias)
+    check_linear_head(hidden, weight, targets, bias, ranks=(2, 3),
+                      hidden_form="[N, H] or [B, T, H]", dims="N, H and V",
+                      ignored=" (-100 = ignored)", shapes=shapes)
+    if check_values:
+        check_target_ids(targets, weight.shape[0], shapes)
 
 
 class LinearLogprobsTorch(torch.autograd.Function):
@@ -158,9 +123,9 @@ def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     check_linear_inputs(hidden, weight, targets, bias)
     if hidden.device.type == "meta":
         raise ValueError(f"meta tensors carry no data; got {describe('hidden', hidden)}")
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     chosen = resolve_impl(impl, hidden, weight, targets, bias)
-    if chosen == "triton" and hidden.dtype not in _TRITON_DTYPES:
+    if chosen == "triton" and hidden.dtype not in TRITON_DTYPES:
         if impl == "triton":
             raise ValueError(f"impl='triton' supports fp16/bf16/fp32 inputs; got "
                              f"{describe('hidden', hidden)}; use impl='torch' for fp64")

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from ..utils import triton_interpret
+
 ARCHS = (80, 90)
 # Max shared memory per block (opt-in), bytes: A100 163 KB, H100/H200 227 KB.
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
@@ -63,10 +65,6 @@ class CompileJob:
     autotuned: bool = False
     n_configs: int = 1
     variants: int = 0
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def bind(launch, arch: int) -> tuple[dict, dict, dict]:
@@ -96,7 +94,7 @@ def build_jobs(archs=ARCHS, tier: str = "full", launches=None) -> tuple[list[Com
     """Unique compile jobs for ``archs`` and the number of (launch, arch) rows they stand for.
 
     tier: "ci" keeps the launches tagged "ci", "full" all of them (launches.TIERS)."""
-    if _interpreting():
+    if triton_interpret():
         raise RuntimeError("AOT compilation needs TRITON_INTERPRET unset (kernels are interpreted)")
     from .launches import TIERS, all_launches
 

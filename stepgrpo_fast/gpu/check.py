@@ -3,15 +3,17 @@
     stepgrpo gpu-check [--out DIR] [--tokens 4096 16384] [--hidden 3584 4096]
                        [--skip-tests] [--skip-bench] [--repeats 10]
 
-1. runs the GPU-marked tests (``pytest -m gpu`` on the files of tests/ that have any, with
-   TRITON_INTERPRET=0, so the kernels are compiled for the card, not interpreted): Triton vs
-   float64 references in bf16 / fp16 / fp32 (TF32 on and off);
+1. runs the GPU numerics checks (numerics.GPU_CHECKS, the list tests/gpu/test_gpu_numerics.py
+   runs under pytest) in a subprocess with TRITON_INTERPRET=0, so the kernels are compiled for
+   the card, not interpreted: Triton vs float64 references in bf16 / fp16 / fp32 (TF32 on and
+   off). Nothing of a source checkout is needed: the checks are package functions;
 2. times linear_logprobs and linear_grpo_loss forward + backward in bf16 (V = 151,936) next to
-   naive torch and Liger (bench.py: what is timed and which FLOPs are counted);
-3. writes DIR/report.md, DIR/report.json (and DIR/pytest.log).
+   naive torch, Liger and the bare matmuls, with the benchmark harness's cases and providers
+   (stepgrpo_fast/bench/tflops.py: what is timed and which FLOPs are counted);
+3. writes DIR/report.md, DIR/report.json (and DIR/numerics.log).
 
 Without a CUDA device it prints that no CUDA device is present and exits 2, running nothing.
-Exit 1 when a test fails or a stepgrpo benchmark row errors; 0 otherwise.
+Exit 1 when a check fails or an "ours" benchmark row errors; 0 otherwise.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -27,7 +28,6 @@ from importlib import metadata
 from pathlib import Path
 
 NO_CUDA_EXIT = 2
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab", type=int, default=151_936)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--skip-tests", action="store_true", help="only the benchmarks")
-    parser.add_argument("--skip-bench", action="store_true", help="only the GPU tests")
+    parser.add_argument("--skip-tests", action="store_true",
+                        help="only the benchmarks (skip the numerics checks)")
+    parser.add_argument("--skip-bench", action="store_true", help="only the numerics checks")
 
 
 def no_cuda_message(torch) -> str:
@@ -68,37 +69,30 @@ def device_info(torch, device: str = "cuda") -> dict:
             "sms": props.multi_processor_count, "memory_gb": round(props.total_memory / 2**30, 1)}
 
 
-def gpu_test_files(tests: Path) -> list[Path]:
-    """Test files under ``tests`` that hold GPU-marked tests. Only these are collected, so the
-    GPU machine needs no trainer / integration dependencies (trl, transformers, ...)."""
-    return sorted(p for p in tests.rglob("test_*.py") if "pytest.mark.gpu" in p.read_text())
-
-
-def run_gpu_tests(out: Path) -> dict:
-    """``pytest -m gpu`` over gpu_test_files(tests/) in a subprocess with TRITON_INTERPRET=0
-    (tests/conftest.py only sets the interpreter when unset); summary + log path."""
-    tests = REPO_ROOT / "tests"
-    files = gpu_test_files(tests) if tests.is_dir() else []
-    if not files:
-        return {"ok": False, "summary": f"no GPU-marked test files under {tests}"}
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                       os.environ.get("PYTHONPATH")]))}
+def run_gpu_checks(out: Path) -> dict:
+    """numerics.GPU_CHECKS in a subprocess (``python -m stepgrpo_fast.gpu.numerics``) with
+    TRITON_INTERPRET=0; a crashing kernel cannot take the report down. Summary + log path."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    results_path, log = out / "numerics.json", out / "numerics.log"
+    results_path.unlink(missing_ok=True)           # never report an earlier run's results
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-m", "gpu", "-p",
-                           "no:cacheprovider", *map(str, files)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, check=False)
-    log = out / "pytest.log"
+    done = subprocess.run([sys.executable, "-m", "stepgrpo_fast.gpu.numerics", "--json",
+                           str(results_path)], env=env, capture_output=True, text=True,
+                          check=False)
     log.write_text(done.stdout + done.stderr)
-    lines = [line for line in done.stdout.splitlines() if re.search(r"passed|failed|error", line)]
-    return {"ok": done.returncode == 0, "returncode": done.returncode,
-            "summary": lines[-1] if lines else done.stdout[-300:],
-            "seconds": time.perf_counter() - start, "log": str(log),
-            "files": [str(f.relative_to(REPO_ROOT)) for f in files]}
+    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    failed = [r["name"] for r in results if not r["ok"]]
+    if results:
+        summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
+    else:
+        summary = f"no results (exit {done.returncode}): {(done.stdout + done.stderr)[-300:]}"
+    return {"ok": done.returncode == 0 and bool(results) and not failed,
+            "returncode": done.returncode, "summary": summary, "failed": failed,
+            "seconds": time.perf_counter() - start, "log": str(log), "checks": results}
 
 
 def write_report(out: Path, info: dict, tests: dict | None, rows: list[dict] | None) -> None:
-    from .bench import PEAK_BF16_TFLOPS, markdown_table
+    from ..bench.tflops import PEAK_BF16_TFLOPS, markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(
@@ -108,14 +102,18 @@ def write_report(out: Path, info: dict, tests: dict | None, rows: list[dict] | N
              f"{info.get('memory_gb')} GB); torch {info.get('torch')} (CUDA {info.get('cuda')}), "
              f"triton {info.get('triton')}, liger-kernel {info.get('liger_kernel')}."), ""]
     if tests is not None:
-        lines += ["## GPU tests (`pytest -m gpu tests/`, TRITON_INTERPRET=0)", "",
-                  f"{'PASS' if tests['ok'] else 'FAIL'}: {tests['summary']}", ""]
+        lines += ["## GPU numerics checks (`stepgrpo_fast.gpu.numerics`, TRITON_INTERPRET=0)",
+                  "", f"{'PASS' if tests['ok'] else 'FAIL'}: {tests['summary']}", ""]
+        failed = [r for r in tests.get("checks", []) if not r["ok"]]
+        lines += [f"- FAIL `{r['name']}`: {(r['error'] or '').splitlines()[0]}" for r in failed]
+        lines += [""] if failed else []
     if rows is not None:
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in PEAK_BF16_TFLOPS)
         lines += ["## Forward + backward timings", "",
                   ("TFLOP/s count the GEMM FLOPs 6NHV (logits 2NHV + dH 2NHV + dW 2NHV) for every "
-                  "provider; `executed` counts what stepgrpo runs, 8NHV (it recomputes the logits "
-                  f"in backward). % of the dense bf16 peak ({peaks} TFLOP/s)."), "",
+                  "provider; `executed` counts what `ours` runs, 8NHV (it recomputes the logits "
+                  f"in backward). % of the dense bf16 peak ({peaks} TFLOP/s). Cases and "
+                  "providers: the benchmark harness's (`stepgrpo bench`)."), "",
                   markdown_table(rows), ""]
     (out / "report.md").write_text("\n".join(lines))
 
@@ -130,13 +128,14 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     info = device_info(torch)
     print(f"gpu-check on {info['name']} ({info['capability']}), report in {out}", flush=True)
-    tests = None if args.skip_tests else run_gpu_tests(out)
+    tests = None if args.skip_tests else run_gpu_checks(out)
     if tests is not None:
-        print(f"GPU tests: {'PASS' if tests['ok'] else 'FAIL'}: {tests['summary']}", flush=True)
+        print(f"GPU numerics checks: {'PASS' if tests['ok'] else 'FAIL'}: {tests['summary']}",
+              flush=True)
         write_report(out, info, tests, None)
     rows = None
     if not args.skip_bench:
-        from .bench import run_benchmarks
+        from ..bench.tflops import run_benchmarks
 
         rows = run_benchmarks("cuda", tuple(args.tokens), tuple(args.hidden), args.vocab,
                               torch.bfloat16, warmup=args.warmup, repeats=args.repeats,
@@ -144,7 +143,7 @@ def run(args) -> int:
                               on_row=lambda so_far: write_report(out, info, tests, so_far))
     write_report(out, info, tests, rows)
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
-    bad_bench = any(r["error"] and r["provider"] == "stepgrpo" for r in rows or [])
+    bad_bench = any(r["error"] and r["provider"] == "ours" for r in rows or [])
     return 1 if (tests is not None and not tests["ok"]) or bad_bench else 0
 
 

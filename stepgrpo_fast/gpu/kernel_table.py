@@ -146,14 +146,14 @@ def render(report: dict, full: bool = False) -> str:
 
 
 def run(args) -> int:
-    from ..utils import require_triton
+    from ..utils import require_triton, triton_interpret
     from . import aot
 
     if not args.from_json:
         require_triton("`stepgrpo kernel-table` (compiling the kernels for sm_80 / sm_90)")
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text())
-    elif aot._interpreting():          # compile in a fresh interpreter with TRITON_INTERPRET unset
+    elif triton_interpret():          # compile in a fresh interpreter with TRITON_INTERPRET unset
         with tempfile.TemporaryDirectory() as tmp:
             report = aot.run_subprocess(os.path.join(tmp, "report.json"), tuple(args.arch),
                                         args.workers, args.cache_dir, args.tier)

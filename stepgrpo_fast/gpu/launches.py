@@ -9,11 +9,11 @@ constexprs, divisibility attrs, options) a real launch would compile.
 Matrix dimensions (MATRIX): input dtype (fp32 with TF32 on and off, fp16, bf16), hidden size H,
 vocabulary V, entropy on/off, bias on/off, temperature, and every triton.Config of the
 autotuners. linear_logprobs has one autotuner per (architecture class, dot class)
-(ops/linear_logprobs.py FWD_TILES / BWD_TILES): its tiles are compiled for that architecture
+(ops/tiles.py FWD_TILES / BWD_TILES): its tiles are compiled for that architecture
 only (Launch.arch; "sm80" -> sm_80, "sm90" -> sm_90), read from the Autotuner objects themselves,
 so a new tile is picked up here. The fixed tile used when autotuning is off is the first entry
 of each list, so it is covered too. linear_grpo_loss uses the fixed tiles of
-ops/linear_grpo_loss.py:gpu_blocks on every architecture.
+ops/tiles.py:gpu_blocks on every architecture.
 
 What changes the compiled binary: the constexprs, the argument dtypes, and Triton's
 specialisation of runtime ints and pointers -- an int is compiled as "divisible by 16" (or as
@@ -47,14 +47,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..ops.tiles import H100_SMS, v_split_columns, vocab_splits
+
 HIDDEN_SIZES = (896, 1536, 3584, 4096)      # Qwen2/2.5(-VL) 0.5B, 1.5B, 7B, and 4096-wide heads
 VOCAB_SIZE = 151_936                         # Qwen2 vocabulary
 TEMPERATURES = (1.0, 0.7)
 TOKENS = 4097                                # representative N (N % 16 != 0); see module doc
 DIVISIBLE_TOKENS = 4096                      # the N % 16 == 0 specialisation ("full" tier)
 TOKEN_COEF_BLOCKS = (64, 128, 256, 512, 1024)
-H100_SMS = 132                               # the launchers size vocab splits by the SM count
-ARCH_OF_CLASS = {"sm80": 80, "sm90": 90}     # ops/linear_logprobs.py architecture classes
+ARCH_OF_CLASS = {"sm80": 80, "sm90": 90}     # ops/tiles.py architecture classes
 # (label, torch dtype, torch.backends.cuda.matmul.allow_tf32): fp32 follows torch's TF32 switch
 DTYPES = (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
           ("fp32", torch.float32, False), ("fp32-tf32", torch.float32, True))
@@ -119,11 +120,8 @@ def _logprobs_cases():
 
 
 def _v_split(n: int, block_n: int, block_v: int) -> int:
-    """ops/linear_logprobs.py:_pick_v_split on an H100 (132 SMs)."""
-    n_blocks = -(-n // block_n)
-    want = max(1, -(-4 * H100_SMS // n_blocks))
-    v_blocks = -(-VOCAB_SIZE // block_v)
-    return -(-v_blocks // min(v_blocks, want)) * block_v
+    """The forward launcher's vocab split (ops/tiles.py:v_split_columns) on an H100 (132 SMs)."""
+    return v_split_columns(-(-n // block_n), VOCAB_SIZE, block_v, H100_SMS)
 
 
 def _tile_lists(kind: str, configs):
@@ -211,9 +209,9 @@ def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
     for (name, dtype, _tf32), h, bias, temp in itertools.product(
             DTYPES[:3], HIDDEN_SIZES, (False, True), TEMPERATURES):
         cfg = ops.gpu_blocks(dtype)
-        bm, bv = cfg["BLOCK_M"], cfg["BLOCK_V"]
+        bm, bv = cfg["BLOCK_N"], cfg["BLOCK_V"]
         m_blocks, v_blocks = -(-m // bm), -(-VOCAB_SIZE // bv)
-        splits = max(1, min(v_blocks, -(-4 * H100_SMS // m_blocks)))   # _num_splits on an H100
+        splits = vocab_splits(m_blocks, v_blocks, H100_SMS)   # the launcher's rule on an H100
         per_split = -(-v_blocks // splits)
         splits = -(-v_blocks // per_split)
         # fp32 -> "ieee" always (this op ignores torch's TF32 switch); 16-bit -> "tf32" (unused)
@@ -223,21 +221,21 @@ def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
         io = MockPtr(dtype)
         b_arg = io                                        # the bias, or hidden as a dummy
         inv_t = 1.0 / temp
-        common = {"HAS_BIAS": bias, "DOT_PRECISION": precision, "BLOCK_M": bm, "BLOCK_V": bv}
-        lse_c = {**common, "BLOCK_K": cfg["BLOCK_K"]}
+        common = {"HAS_BIAS": bias, "INPUT_PRECISION": precision, "BLOCK_N": bm, "BLOCK_V": bv}
+        lse_c = {**common, "BLOCK_H": cfg["BLOCK_H"]}
         lse_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
         yield Launch(mod, "_lse_partial_kernel",
                      (io, io, b_arg, i64, i64, f32, f32, f32, m, VOCAB_SIZE, h, inv_t, per_split),
                      lse_c, lse_o, {**case, "config": _label(
-                         {k: lse_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, lse_o)},
+                         {k: lse_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, lse_o)},
                      name, matmul=True, autotuned=False, tags=tags, tier=tier)
-        grad_c = {**common, "BLOCK_K": cfg["BLOCK_K_GRAD"], "NEED_DH": True, "NEED_DW": True,
+        grad_c = {**common, "BLOCK_H": cfg["BLOCK_H_GRAD"], "NEED_DH": True, "NEED_DW": True,
                   "NEED_DB": bias}
         grad_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages_grad"]}
         yield Launch(mod, "_grad_tile_kernel",
                      (io, io, b_arg, i64, i64, f32, f32, f32, f32, f32, m, VOCAB_SIZE, h, inv_t),
                      grad_c, grad_o, {**case, "config": _label(
-                         {k: grad_c[k] for k in ("BLOCK_M", "BLOCK_V", "BLOCK_K")}, grad_o)},
+                         {k: grad_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, grad_o)},
                      name, matmul=True, autotuned=False, tags=tags, tier=tier)
     # BLOCK = min(1024, next_power_of_2(M)): 1024 from M = 513 tokens on, smaller below.
     for block, has_old, has_ref in itertools.product(TOKEN_COEF_BLOCKS if not tags else (1024,),

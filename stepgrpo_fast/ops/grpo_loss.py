@@ -6,22 +6,16 @@
 
 ``grpo_token_math`` is the per-token maths as a @triton.jit function; the fused kernel of
 ops/linear_grpo_loss.py calls it too, so both Triton paths share one formula with
-reference/grpo_loss.py:grpo_token_terms (the torch twin and test oracle).
+formulas.py:grpo_token_terms (the torch twin; the test oracle is reference/grpo_loss.py).
 Kernels are defined only when triton imports; launching on CPU tensors needs TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
 import torch
 
-from ..reference.grpo_loss import NUM_STATS, STAT_RATIO_MAX, STAT_RATIO_MIN
+from ..formulas import NUM_STATS, STAT_RATIO_MAX, STAT_RATIO_MIN
 from ..utils import require_triton
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised only without triton
-    triton = None
-    tl = None
+from .triton_import import tl, triton  # None without Triton
 
 _SCALE_CODE = {"none": 0, "group": 1, "batch": 2}
 TOKEN_BLOCK = 1024
@@ -65,6 +59,21 @@ if triton is not None:
         return loss, grad, kl, low_f, high_f, ratio, counted
 
     @triton.jit
+    def load_token_inputs(w_ptr, adv_ptr, old_ptr, ref_ptr, idx, ok, logp,
+                          HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr):
+        """(weight, advantage, old, ref) of the tokens at ``idx``; old / ref default to logp
+        (ratio 1, no KL) when not given."""
+        w = tl.load(w_ptr + idx, mask=ok, other=0.0)
+        adv = tl.load(adv_ptr + idx, mask=ok, other=0.0)
+        old = logp
+        ref = logp
+        if HAS_OLD:
+            old = tl.load(old_ptr + idx, mask=ok, other=0.0)
+        if HAS_REF:
+            ref = tl.load(ref_ptr + idx, mask=ok, other=0.0)
+        return w, adv, old, ref
+
+    @triton.jit
     def store_token_stats(stats_ptr, loss, kl, low_f, high_f, ratio, counted):
         """Write this block's 8 partial statistics (layout: reference STAT_* constants)."""
         cnt = tl.where(counted, 1.0, 0.0)
@@ -85,14 +94,8 @@ if triton is not None:
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         valid = offs < n
         logp = tl.load(logp_ptr + offs, mask=valid, other=0.0)
-        w = tl.load(w_ptr + offs, mask=valid, other=0.0)
-        adv = tl.load(adv_ptr + offs, mask=valid, other=0.0)
-        old = logp
-        ref = logp
-        if HAS_OLD:
-            old = tl.load(old_ptr + offs, mask=valid, other=0.0)
-        if HAS_REF:
-            ref = tl.load(ref_ptr + offs, mask=valid, other=0.0)
+        w, adv, old, ref = load_token_inputs(w_ptr, adv_ptr, old_ptr, ref_ptr, offs, valid, logp,
+                                             HAS_OLD, HAS_REF)
         loss, grad, kl, low_f, high_f, ratio, counted = grpo_token_math(
             logp, old, ref, adv, w, beta, eps_low, eps_high, HAS_OLD, HAS_REF)
         tl.store(grad_ptr + offs, grad, mask=valid)

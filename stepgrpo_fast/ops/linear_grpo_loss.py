@@ -3,14 +3,14 @@
 Only counted tokens (weight != 0) are processed: the launcher compacts their row indices, so
 masked padding costs nothing. M = counted tokens, tokens always on grid axis 0.
 
-  1. _lse_partial_kernel   grid (M/BLOCK_M, SPLITS): tiles z = (h W^T + b) / T over a slice of
+  1. _lse_partial_kernel   grid (M/BLOCK_N, SPLITS): tiles z = (h W^T + b) / T over a slice of
                            the vocabulary with an online max / sum-exp (running max starts at -inf)
                            and picks up the target logit. SPLITS > 1 splits V across programs so a
                            small M still fills the GPU; partials are [SPLITS, M].
   2. _token_coef_kernel    grid (M/BLOCK,): merges the partials -> lse, logp; applies the GRPO
                            maths (ops/grpo_loss.py:grpo_token_math) -> the loss coefficient
                            coef = d(loss)/d(logp) / T per token, and per-block loss/metric partials.
-  3. _grad_tile_kernel     grid (M/BLOCK_M, V/BLOCK_V): recomputes its logits tile, forms
+  3. _grad_tile_kernel     grid (M/BLOCK_N, V/BLOCK_V): recomputes its logits tile, forms
                            dZ = coef * (onehot(y) - softmax(z)) in registers, then per H block
                            dH[rows] += dZ W and dW[cols] += dZ^T h via fp32 atomics (db likewise).
 
@@ -18,61 +18,63 @@ Why atomics for dW (and dH) rather than a separate kernel over vocab blocks: a v
 kernel would have to recompute every logits tile once more (5 GEMM-sized passes instead of 4) and
 its programs own a [BLOCK_V, H] fp32 accumulator, too large for registers at H ~ 900-4096, so it
 would round-trip dW through global memory anyway. With the 2-D tile grid the one recompute feeds
-both dH and dW while the tile is in registers, and the grid has (M/BLOCK_M)(V/BLOCK_V) programs
+both dH and dW while the tile is in registers, and the grid has (M/BLOCK_N)(V/BLOCK_V) programs
 (thousands for Qwen's V), which keeps every SM busy even for short batches. Cost: fp32 atomic
-traffic of (M/BLOCK_M) V H + (V/BLOCK_V) M H adds and a run-to-run order of summation that is not
+traffic of (M/BLOCK_N) V H + (V/BLOCK_V) M H adds and a run-to-run order of summation that is not
 bit-deterministic.
 """
 from __future__ import annotations
 
 import torch
 
-from ..reference.grpo_loss import NUM_STATS
+from ..formulas import NUM_STATS
 from ..utils import require_triton, triton_interpret
 from .grpo_loss import reduce_stats
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover
-    triton = None
-    tl = None
+from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch registry
+    DEFAULT_BLOCKS,
+    GPU_BLOCKS,
+    gpu_blocks,
+    num_sms,
+    token_coef_warps,
+    vocab_splits,
+)
+from .triton_import import tl, triton  # None without Triton
 
 if triton is not None:
-    from .grpo_loss import grpo_token_math, store_token_stats
+    from .grpo_loss import grpo_token_math, load_token_inputs, store_token_stats
     from .logits_tile import logits_tile
 
     @triton.jit
     def _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, inv_t,
-                     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
-                     BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
-        """fp32 [BLOCK_M, BLOCK_V] tile of (h[rows] W[cols]^T + b[cols]) / T; -inf outside V."""
+                     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                     BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+        """fp32 [BLOCK_N, BLOCK_V] tile of (h[rows] W[cols]^T + b[cols]) / T; -inf outside V."""
         acc = logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, H, 1, H, 1,
-                          HAS_BIAS, BLOCK_M, BLOCK_V, BLOCK_K, DOT_PRECISION)
+                          HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
         acc = acc * inv_t
         return tl.where(col_ok[None, :], acc, float("-inf"))
 
     @triton.jit
     def _lse_partial_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, max_ptr, sum_ptr, tgt_ptr,
                             M, V, H, inv_t, blocks_per_split,
-                            HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
-                            BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                            BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr):
         pid_m = tl.program_id(0)
         split = tl.program_id(1)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_m = pid_m * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = offs_m < M
         rows = tl.load(rows_ptr + offs_m, mask=row_ok, other=0).to(tl.int64)
         y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
-        run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-        run_sum = tl.zeros((BLOCK_M,), tl.float32)
-        target = tl.zeros((BLOCK_M,), tl.float32)
+        run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+        run_sum = tl.zeros((BLOCK_N,), tl.float32)
+        target = tl.zeros((BLOCK_N,), tl.float32)
         v_start = split * blocks_per_split * BLOCK_V
         v_stop = tl.minimum(v_start + blocks_per_split * BLOCK_V, V)
         for v0 in range(v_start, v_stop, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
             col_ok = cols < v_stop
             z = _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols.to(tl.int64), col_ok, H, inv_t,
-                             HAS_BIAS, BLOCK_M, BLOCK_V, BLOCK_K, DOT_PRECISION)
+                             HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
             run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
             run_max = new_max
@@ -102,14 +104,8 @@ if triton is not None:
         lse = big_max + tl.log(tl.where(ok, total, 1.0))
         logp = target - lse
         rows = tl.load(rows_ptr + offs, mask=ok, other=0).to(tl.int64)
-        w = tl.load(w_ptr + rows, mask=ok, other=0.0)
-        adv = tl.load(adv_ptr + rows, mask=ok, other=0.0)
-        old = logp
-        ref = logp
-        if HAS_OLD:
-            old = tl.load(old_ptr + rows, mask=ok, other=0.0)
-        if HAS_REF:
-            ref = tl.load(ref_ptr + rows, mask=ok, other=0.0)
+        w, adv, old, ref = load_token_inputs(w_ptr, adv_ptr, old_ptr, ref_ptr, rows, ok, logp,
+                                             HAS_OLD, HAS_REF)
         loss, grad, kl, low_f, high_f, ratio, counted = grpo_token_math(
             logp, old, ref, adv, w, beta, eps_low, eps_high, HAS_OLD, HAS_REF)
         tl.store(lse_ptr + offs, lse, mask=ok)
@@ -120,11 +116,11 @@ if triton is not None:
     def _grad_tile_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, lse_ptr, coef_ptr,
                           dh_ptr, dw_ptr, db_ptr, M, V, H, inv_t,
                           HAS_BIAS: tl.constexpr, NEED_DH: tl.constexpr, NEED_DW: tl.constexpr,
-                          NEED_DB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr,
-                          BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                          NEED_DB: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                          BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_v = tl.program_id(1)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_m = pid_m * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = offs_m < M
         coef = tl.load(coef_ptr + offs_m, mask=row_ok, other=0.0)
         if tl.max(tl.abs(coef), axis=0) > 0.0:  # else nothing flows back through these tokens
@@ -134,7 +130,7 @@ if triton is not None:
             cols = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
             col_ok = cols < V
             z = _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols, col_ok, H, inv_t,
-                             HAS_BIAS, BLOCK_M, BLOCK_V, BLOCK_K, DOT_PRECISION)
+                             HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
             p = tl.exp(z - lse[:, None])
             onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
             dz = coef[:, None] * (onehot - p)
@@ -142,8 +138,8 @@ if triton is not None:
             if NEED_DB:
                 tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok)
             dz_in = dz.to(h_ptr.dtype.element_ty)
-            for k0 in range(0, H, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
+            for k0 in range(0, H, BLOCK_H):
+                ks = k0 + tl.arange(0, BLOCK_H)
                 k_ok = ks < H
                 row_k = rows[:, None] * H + ks[None, :]
                 row_k_ok = row_ok[:, None] & k_ok[None, :]
@@ -151,68 +147,32 @@ if triton is not None:
                 col_k_ok = col_ok[:, None] & k_ok[None, :]
                 if NEED_DH:
                     w = tl.load(w_ptr + col_k, mask=col_k_ok, other=0.0)
-                    dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
+                    dh = tl.dot(dz_in, w, input_precision=INPUT_PRECISION)
                     tl.atomic_add(dh_ptr + row_k, dh, mask=row_k_ok)
                 if NEED_DW:
                     h = tl.load(h_ptr + row_k, mask=row_k_ok, other=0.0)
-                    dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
+                    dw = tl.dot(tl.trans(dz_in), h, input_precision=INPUT_PRECISION)
                     tl.atomic_add(dw_ptr + col_k, dw, mask=col_k_ok)
-
-
-# Interpreter tiles (and the base that ``blocks`` overrides off the GPU).
-DEFAULT_BLOCKS = {"BLOCK_M": 64, "BLOCK_V": 128, "BLOCK_K": 64, "BLOCK_K_GRAD": 32}
-# GPU tiles per dot class ("16bit": fp16/bf16; "ieee": fp32 -- this op ignores torch's TF32 switch),
-# the same on sm_80 and sm_90 (and the fallback for other GPUs). Chosen 2026-11-25 with Triton
-# 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine (stepgrpo_fast/gpu/aot.py; re-checked by
-# tests/gpu_readiness/test_aot_compile.py): no register spills (cuobjdump STACK 0) with or without
-# bias, shared memory within 163 KB (sm_80) / 227 KB (sm_90). 16-bit: the lse pass at BLOCK_K 64
-# uses ~254 registers without spilling; the gradient kernel spills at BLOCK_K 64, hence
-# BLOCK_K_GRAD 32. fp32 (FMA matmuls, operands in registers): BLOCK_K 64 spills 216-2000 B, so
-# BLOCK_K 16, and 2 pipeline stages for the gradient kernel (3 spill on sm_90 with a bias).
-GPU_BLOCKS = {
-    "16bit": {**DEFAULT_BLOCKS, "num_warps": 8, "num_stages": 3, "num_stages_grad": 3},
-    "ieee": {"BLOCK_M": 64, "BLOCK_V": 128, "BLOCK_K": 16, "BLOCK_K_GRAD": 16, "num_warps": 8,
-             "num_stages": 3, "num_stages_grad": 2},
-}
-
-
-def gpu_blocks(dtype: torch.dtype) -> dict:
-    """The GPU tiles and launch options of ``linear_grpo_loss_triton`` for an input dtype."""
-    return dict(GPU_BLOCKS["16bit" if dtype in (torch.float16, torch.bfloat16) else "ieee"])
-
-
-def token_coef_warps(block: int) -> int:
-    """Warps of ``_token_coef_kernel`` for a BLOCK of tokens: 8 at 1024 (with 4, sm_80 spills
-    8 B with old and reference log-probs at M % 16 == 0; Triton 3.9.0), else 4."""
-    return 8 if block >= 1024 else 4
-
-
-def _num_splits(m_blocks: int, v_blocks: int, device: torch.device) -> int:
-    """Vocabulary splits for the lse pass: aim at ~4 programs per SM on GPU; 1 in the interpreter."""
-    if device.type != "cuda":
-        return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(v_blocks, -(-4 * sms // max(m_blocks, 1))))
 
 
 def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref_logp, *, beta,
                             epsilon_low, epsilon_high, temperature=1.0, bias=None, need_hidden_grad=True,
                             need_weight_grad=True, need_bias_grad=True, blocks=None, splits=None,
                             num_warps=None):
-    """Same contract as reference.grpo_loss.linear_grpo_loss_chunked, on Triton kernels.
+    """Same contract as linear_grpo_loss_chunked.linear_grpo_loss_chunked, on Triton kernels.
 
     hidden [N,H], weight [V,H] (fp16/bf16/fp32, same dtype), targets [N] int64, weights / adv /
     old / ref [N] fp32 (or None). ``blocks`` overrides the tiles -- GPU_BLOCKS for the dtype on a
-    GPU, DEFAULT_BLOCKS in the interpreter: BLOCK_M/BLOCK_V/BLOCK_K(/BLOCK_K_GRAD, which defaults
-    to BLOCK_K when ``blocks`` is given; tests pass large blocks to keep the interpreter fast) and
+    GPU, DEFAULT_BLOCKS in the interpreter: BLOCK_N/BLOCK_V/BLOCK_H(/BLOCK_H_GRAD, which defaults
+    to BLOCK_H when ``blocks`` is given; tests pass large blocks to keep the interpreter fast) and
     num_warps / num_stages / num_stages_grad; ``splits`` the number of vocabulary splits.
     Returns (loss, dH [N,H] fp32 | None, dW [V,H] fp32 | None, db [V] fp32 | None, stats [8]).
     """
     require_triton()
     on_gpu = hidden.device.type == "cuda" and not triton_interpret()
     cfg = {**(gpu_blocks(hidden.dtype) if on_gpu else DEFAULT_BLOCKS), **(blocks or {})}
-    bm, bv, bk = cfg["BLOCK_M"], cfg["BLOCK_V"], cfg["BLOCK_K"]
-    bk_grad = cfg["BLOCK_K_GRAD"] if blocks is None or "BLOCK_K_GRAD" in blocks else bk
+    bm, bv, bk = cfg["BLOCK_N"], cfg["BLOCK_V"], cfg["BLOCK_H"]
+    bk_grad = cfg["BLOCK_H_GRAD"] if blocks is None or "BLOCK_H_GRAD" in blocks else bk
     device = hidden.device
     n, h_dim = hidden.shape
     v = weight.shape[0]
@@ -239,7 +199,8 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
 
     inv_t = 1.0 / float(temperature)
     m_blocks, v_blocks = triton.cdiv(m, bm), triton.cdiv(v, bv)
-    n_splits = splits or _num_splits(m_blocks, v_blocks, device)
+    n_splits = splits or (vocab_splits(m_blocks, v_blocks, num_sms(device))
+                           if device.type == "cuda" else 1)
     n_splits = max(1, min(n_splits, v_blocks))
     per_split = triton.cdiv(v_blocks, n_splits)
     n_splits = triton.cdiv(v_blocks, per_split)
@@ -251,7 +212,7 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     stages_grad = cfg.get("num_stages_grad", stages)
     _lse_partial_kernel[(m_blocks, n_splits)](
         hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt, m, v, h_dim, inv_t, per_split,
-        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk, DOT_PRECISION=precision,
+        HAS_BIAS=bias is not None, BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk, INPUT_PRECISION=precision,
         num_warps=warps, num_stages=stages)
 
     lse = torch.empty(m, dtype=torch.float32, device=device)
@@ -274,6 +235,6 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
             d_h if d_h is not None else dummy, d_w if d_w is not None else dummy,
             d_b if d_b is not None else dummy, m, v, h_dim, inv_t,
             HAS_BIAS=bias is not None, NEED_DH=need_hidden_grad, NEED_DW=need_weight_grad, NEED_DB=need_db,
-            BLOCK_M=bm, BLOCK_V=bv, BLOCK_K=bk_grad, DOT_PRECISION=precision, num_warps=warps,
+            BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk_grad, INPUT_PRECISION=precision, num_warps=warps,
             num_stages=stages_grad)
     return stats[0].clone(), d_h, d_w, d_b, stats

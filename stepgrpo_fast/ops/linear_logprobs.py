@@ -20,89 +20,25 @@ This module imports without Triton; the kernels exist only when Triton is instal
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ..utils import require_triton
-
-try:  # guarded: the package must import without Triton
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised only on installs without triton
-    triton = None
-    tl = None
-
-IGNORE_INDEX = -100
-# Interpreter defaults: the interpreter costs ~2 ms per block iteration, so use big tiles.
-INTERPRETER_BLOCKS = {"BLOCK_N": 64, "BLOCK_V": 1024, "BLOCK_H": 128}
-# GPU tiles: (BLOCK_N, BLOCK_V, BLOCK_H, num_warps, num_stages) per (architecture class, dot
-# class), best first. Each list is the autotuner's candidates on that GPU and its first entry the
-# fixed tile when autotuning is off (a launch that names some tile options gets the rest from it).
-#   architecture: "sm90" = compute capability 9.x (H100/H200); "sm80" = every other GPU (A100;
-#                 unknown architectures fall back to this list).
-#   dot class:    "16bit" = fp16/bf16 inputs, "tf32" = fp32 with torch's TF32 switch on,
-#                 "ieee" = fp32 without TF32 (FMA matmuls on CUDA cores, no tensor cores).
-# Chosen 2026-11-25 with Triton 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine
-# (stepgrpo_fast/gpu/aot.py; tests/gpu_readiness/test_aot_compile.py re-checks every entry):
-# every tile compiles for every flag set (bias, entropy / gradient flags) with no register
-# spills (cuobjdump STACK 0, i.e. no STL/LDL), within the architecture's shared memory (163 KB
-# sm_80, 227 KB sm_90), and 16-bit / TF32 tiles use tensor cores (mma.sync / wgmma). Largest
-# spill-free tiles kept. What spilled: the forward's 128-row tiles on sm_90 (8-250 B; 64 x 256
-# at 8 warps needs ~180 registers); "ieee" (FMA operands live in registers) at BLOCK_H 64 and
-# 128x128 (0.2-15 KB), and erratically (per flag set, or only at N % 16 == 0) at several 64-wide
-# tiles (8-24 B), hence only tiles clean at every flag set and both N cases; the TF32 backward at
-# 128x128x32 with 3 stages needs 192 KB of shared memory on sm_80. A new Triton can change all
-# of this: rerun the compile check. Every forward BLOCK_V divides AUTOTUNE_V_ALIGN.
-FWD_TILES = {
-    ("sm90", "16bit"): ((64, 256, 64, 8, 3), (64, 256, 32, 8, 4), (64, 128, 32, 4, 4)),
-    ("sm90", "tf32"): ((64, 256, 32, 8, 3), (64, 256, 64, 8, 2), (64, 128, 32, 8, 3)),
-    ("sm90", "ieee"): ((64, 128, 32, 8, 3), (128, 64, 32, 8, 2), (64, 128, 16, 8, 2)),
-    ("sm80", "16bit"): ((128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3)),
-    ("sm80", "tf32"): ((128, 128, 64, 8, 3), (64, 256, 32, 8, 3), (64, 128, 64, 4, 3)),
-    ("sm80", "ieee"): ((64, 128, 32, 8, 3), (128, 64, 32, 8, 2), (64, 128, 16, 8, 2)),
-}
-# The backward holds two [BLOCK_N, BLOCK_V] fp32 tiles (logits and dZ), hence narrower BLOCK_H.
-BWD_TILES = {
-    ("sm90", "16bit"): ((128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (64, 128, 32, 4, 3)),
-    ("sm90", "tf32"): ((128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3)),
-    ("sm90", "ieee"): ((64, 128, 16, 8, 2), (128, 64, 16, 8, 2)),
-    ("sm80", "16bit"): ((128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 2)),
-    ("sm80", "tf32"): ((128, 128, 32, 8, 2), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3)),
-    ("sm80", "ieee"): ((64, 128, 16, 8, 2), (128, 64, 16, 8, 2)),
-}
-ARCH_CLASSES = ("sm80", "sm90")
-DOT_CLASSES = ("16bit", "tf32", "ieee")
-AUTOTUNE_V_ALIGN = 256
-
-
-def arch_class(capability: tuple[int, int]) -> str:
-    """CUDA compute capability (major, minor) -> "sm90" for 9.x, else "sm80" (the fallback)."""
-    return "sm90" if capability[0] == 9 else "sm80"
-
-
-def dot_class(dtype: torch.dtype, input_precision: str) -> str:
-    """"16bit" for fp16/bf16 inputs, else the fp32 tl.dot precision ("tf32" or "ieee")."""
-    if dtype in (torch.float16, torch.bfloat16):
-        return "16bit"
-    if input_precision not in ("tf32", "ieee"):
-        raise ValueError(f"input_precision must be 'tf32' or 'ieee', got {input_precision!r}")
-    return input_precision
-
-
-def tile_dict(shape: tuple) -> dict:
-    """(BLOCK_N, BLOCK_V, BLOCK_H, num_warps, num_stages) -> launcher keyword dict."""
-    keys = ("BLOCK_N", "BLOCK_V", "BLOCK_H", "num_warps", "num_stages")
-    return dict(zip(keys, shape))
-
-
-def gpu_default_blocks(kind: str, arch: str, dot: str) -> dict:
-    """The fixed tile ("fwd" / "bwd") for an (architecture class, dot class) without autotune."""
-    table = {"fwd": FWD_TILES, "bwd": BWD_TILES}[kind]
-    return tile_dict(table[(arch, dot)][0])
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from ..formulas import IGNORE_INDEX
+from ..utils import require_triton, triton_interpret
+from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch registry
+    ARCH_CLASSES,
+    AUTOTUNE_V_ALIGN,
+    BWD_TILES,
+    DOT_CLASSES,
+    FWD_TILES,
+    INTERPRETER_BLOCKS,
+    arch_class,
+    dot_class,
+    gpu_default_blocks,
+    num_sms,
+    tile_dict,
+    v_split_columns,
+)
+from .triton_import import tl, triton  # None without Triton
 
 
 if triton is not None:
@@ -253,38 +189,25 @@ if triton is not None:
                 reset_to_zero=["dh_ptr", "dw_ptr", "db_ptr"])(_bwd_kernel)
     del _arch, _dot
 
-AUTOTUNE_V_ALIGN = 256
-
-
-
 
 def input_precision_for(dtype: torch.dtype) -> str:
     """tl.dot precision: fp32 inputs follow torch's TF32 switch; 16-bit inputs ignore it."""
-    if dtype == torch.float32 and not _interpreting() and torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not triton_interpret() and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "ieee"
 
 
 def _blocks(H: int, overrides: dict, gpu_defaults: dict) -> dict:
-    base = dict(INTERPRETER_BLOCKS if _interpreting() else gpu_defaults)
-    if _interpreting():
+    base = dict(INTERPRETER_BLOCKS if triton_interpret() else gpu_defaults)
+    if triton_interpret():
         base["BLOCK_H"] = min(base["BLOCK_H"], max(16, triton.next_power_of_2(H)))
     base.update(overrides)
     return base
 
 
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1
-
-
 def _pick_v_split(n_blocks: int, V: int, block_v: int, device: torch.device) -> int:
     """Vocab columns per forward program: enough programs to fill ~4 waves of the GPU."""
-    want_splits = max(1, -(-4 * _num_sms(device) // n_blocks))
-    v_blocks = triton.cdiv(V, block_v)
-    splits = min(v_blocks, want_splits)
-    return triton.cdiv(v_blocks, splits) * block_v
+    return v_split_columns(n_blocks, V, block_v, num_sms(device))
 
 
 def _gpu_classes(hidden, precision: str) -> tuple[str, str]:
@@ -300,7 +223,7 @@ def _tile_options(hidden, kind: str, precision: str, **given) -> tuple[object, d
     BWD_TILES; in the interpreter, INTERPRETER_BLOCKS)."""
     given = {k: v for k, v in given.items() if v is not None}
     arch, dot = _gpu_classes(hidden, precision)
-    if hidden.device.type == "cuda" and not _interpreting() and not given:
+    if hidden.device.type == "cuda" and not triton_interpret() and not given:
         return TUNED_KERNELS[kind, arch, dot], {}
     return None, _blocks(hidden.shape[1], given, gpu_default_blocks(kind, arch, dot))
 

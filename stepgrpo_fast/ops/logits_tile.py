@@ -6,12 +6,7 @@
 
 Imports without Triton (then ``logits_tile`` does not exist).
 """
-try:  # guarded: the package must import without Triton
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised only on installs without triton
-    triton = None
-    tl = None
+from .triton_import import tl, triton  # None without Triton
 
 if triton is not None:
 

@@ -1,77 +1,33 @@
-"""Linear log-probs in plain torch: the naive oracle and the chunked CPU implementation.
+"""Linear log-probs in plain torch: the naive oracle (tests compare every implementation to it,
+in float64; the benchmarks' naive baseline).
 
-    logits = (hidden @ weight.T + bias) / temperature           # [N, V], never built by the chunked path
+    logits = (hidden @ weight.T + bias) / temperature           # [N, V], materialised
     logp[n]    = log_softmax(logits[n])[targets[n]]              # 0 where targets[n] == -100
     entropy[n] = -sum_v p[n, v] * log p[n, v]                    # 0 where targets[n] == -100
 
-``linear_logprobs_naive`` materialises the logits (test oracle, benchmark baseline).
-``chunked_linear_logprobs_forward`` / ``chunked_linear_logprobs_backward`` are the CPU product:
-token chunks x vocab chunks over one reused fp32 workspace, an online logsumexp across vocab
-chunks, and a backward that recomputes each logits tile (4 GEMMs in all, vs 3 for the naive
-path that keeps [N, V] alive):
-
-    dZ = g_logp * (onehot - p) - g_ent * p * (log p + entropy)   (per row; / temperature for raw logits)
-    dH = dZ @ W,   dW += dZ^T @ H,   db += sum_rows dZ
-
-Without an entropy gradient dZ is never formed: per tile only P = exp(z - lse) is computed and
-the row scale -g_logp and the one-hot term move into [c, H]-sized operands (see
-``_backward_chunk_logp_only``). With it, dZ is built in place in the tile.
-
-Only rows whose target is not ignored are computed (ignored rows are skipped, not masked).
-Nothing here knows about autograd: functional/logprobs.py wraps these in an autograd.Function.
+The implementations: ops/linear_logprobs_chunked.py (torch) and ops/linear_logprobs.py (Triton).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import torch
 
-IGNORE_INDEX = -100
-DEFAULT_WORKSPACE_BYTES = 48 * 2**20   # one fp32 logits tile (both tiles together with entropy)
-DEFAULT_TOKEN_CHUNK = 1024             # rows per chunk: big enough for an efficient CPU GEMM
-VOCAB_ALIGN = 256
-
-
-def iter_chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
-    """Yield (start, stop) covering range(total) in pieces of at most ``size``."""
-    if size <= 0:
-        raise ValueError(f"chunk size must be positive, got {size}")
-    for start in range(0, total, size):
-        yield start, min(start + size, total)
-
-
-def plan_chunks(n_rows: int, vocab: int, *, workspace_bytes: int | None = None,
-                token_chunk: int | None = None, n_tiles: int = 1,
-                itemsize: int = 4) -> tuple[int, int]:
-    """(rows, cols) of a logits tile so that ``n_tiles`` tiles fit in ``workspace_bytes``.
-
-    None reads the module defaults at call time (DEFAULT_WORKSPACE_BYTES, DEFAULT_TOKEN_CHUNK).
-    """
-    workspace_bytes = DEFAULT_WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
-    token_chunk = DEFAULT_TOKEN_CHUNK if token_chunk is None else token_chunk
-    rows = max(1, min(n_rows, token_chunk))
-    cols = workspace_bytes // (n_tiles * itemsize * rows)
-    if cols < vocab:
-        cols = max(VOCAB_ALIGN, cols // VOCAB_ALIGN * VOCAB_ALIGN)
-    return rows, max(1, min(vocab, cols))
-
-
-def compute_dtype_for(dtype: torch.dtype) -> torch.dtype:
-    """Logits are accumulated in fp32 (fp64 for fp64 inputs, e.g. gradcheck)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from ..formulas import IGNORE_INDEX
 
 
 def linear_logprobs_naive(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                           bias: torch.Tensor | None = None, temperature: float = 1.0,
                           return_entropy: bool = False,
-                          compute_dtype: torch.dtype = torch.float32):
+                          compute_dtype: torch.dtype = torch.float32,
+                          logits_dtype: torch.dtype | None = None):
     """Materialise [.., V] logits in ``compute_dtype``; log_softmax; gather. Differentiable.
 
     hidden [..., H], weight [V, H], targets [...] (-100 ignored), bias [V] -> logp [...]
-    (and entropy [...]) in ``compute_dtype``.
+    (and entropy [...]) in ``compute_dtype``. ``logits_dtype``: dtype of the logits GEMM
+    (default ``compute_dtype``; the benchmarks' naive baseline passes the input dtype, as an LM
+    head computes it), cast to ``compute_dtype`` before everything else.
     """
-    logits = hidden.to(compute_dtype) @ weight.to(compute_dtype).T
+    gemm_dtype = compute_dtype if logits_dtype is None else logits_dtype
+    logits = (hidden.to(gemm_dtype) @ weight.to(gemm_dtype).T).to(compute_dtype)
     if bias is not None:
         logits = logits + bias.to(compute_dtype)
     logits = logits / temperature
@@ -84,285 +40,3 @@ def linear_logprobs_naive(hidden: torch.Tensor, weight: torch.Tensor, targets: t
         return logp
     entropy = -(log_probs.exp() * log_probs).sum(-1)
     return logp, torch.where(valid, entropy, torch.zeros_like(entropy))
-
-
-@dataclass
-class ChunkedForwardState:
-    """What the backward needs besides the inputs: per-row logsumexp and entropy, row order."""
-
-    lse: torch.Tensor              # [N] compute dtype (scaled logits' logsumexp; 0 for ignored rows)
-    entropy: torch.Tensor | None   # [N] compute dtype, when asked
-    rows: torch.Tensor | None      # [M] int64 indices of the non-ignored rows; None = all rows
-
-
-class _Tiles:
-    """Per-call workspace: one (or two, for entropy) fp32 logits tiles, reused for every chunk."""
-
-    def __init__(self, rows: int, cols: int, n_tiles: int, dtype: torch.dtype, device):
-        self.main = torch.empty(rows, cols, dtype=dtype, device=device)
-        self.aux = torch.empty(rows, cols, dtype=dtype, device=device) if n_tiles > 1 else None
-
-    def view(self, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # Tiles are viewed as contiguous [rows, cols] blocks of the flat buffer.
-        main = self.main.view(-1)[: rows * cols].view(rows, cols)
-        aux = None if self.aux is None else self.aux.view(-1)[: rows * cols].view(rows, cols)
-        return main, aux
-
-
-def _row_selection(targets: torch.Tensor) -> torch.Tensor | None:
-    valid = targets != IGNORE_INDEX
-    if bool(valid.all()):
-        return None
-    return valid.nonzero().squeeze(1)
-
-
-def _take_rows(x: torch.Tensor, rows: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
-    if rows is None:
-        return x[start:stop]
-    return x.index_select(0, rows[start:stop])
-
-
-def _scaled_hidden(hidden: torch.Tensor, rows, start, stop, inv_temp: float,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """hidden rows / temperature in the compute dtype: [c, H] (small; folds 1/T into the GEMM)."""
-    h = _take_rows(hidden, rows, start, stop)
-    if inv_temp != 1.0:
-        return h.to(dtype) * inv_temp
-    return h.to(dtype)
-
-
-def _logits_tile(out: torch.Tensor, h_scaled: torch.Tensor, weight: torch.Tensor,
-                 bias_scaled: torch.Tensor | None, v0: int, v1: int, dtype: torch.dtype,
-                 row_shift: torch.Tensor | None = None):
-    """out[c, v1-v0] = h_scaled @ weight[v0:v1].T (+ bias/T) (+ row_shift [c, 1]).
-
-    The scaled logits of one tile; without a bias the row shift rides in the GEMM's input.
-    Returns the weight rows used (in the compute dtype).
-    """
-    w = weight[v0:v1]
-    if w.dtype != dtype:
-        w = w.to(dtype)
-    if bias_scaled is not None:
-        torch.addmm(bias_scaled[v0:v1], h_scaled, w.T, out=out)
-        if row_shift is not None:
-            out.add_(row_shift)
-    elif row_shift is not None:
-        torch.addmm(row_shift, h_scaled, w.T, out=out)
-    else:
-        torch.mm(h_scaled, w.T, out=out)
-    return w
-
-
-def _target_columns(targets_c: torch.Tensor, v0: int, v1: int):
-    """(local column [c,1] clamped into the tile, bool [c] whether the target is in the tile)."""
-    inside = (targets_c >= v0) & (targets_c < v1)
-    local = (targets_c - v0).clamp(0, v1 - v0 - 1).unsqueeze(1)
-    return local, inside
-
-
-def chunked_linear_logprobs_forward(hidden: torch.Tensor, weight: torch.Tensor,
-                                    targets: torch.Tensor, bias: torch.Tensor | None = None,
-                                    temperature: float = 1.0, return_entropy: bool = False, *,
-                                    workspace_bytes: int | None = None,
-                                    token_chunk: int | None = None):
-    """hidden [N, H], weight [V, H], targets int [N], bias [V] | None.
-
-    Returns (logp [N], entropy [N] | None, state) in the compute dtype (fp32, fp64 for fp64 inputs).
-    Workspace: ``workspace_bytes`` of logits tiles plus O(chunk * H) -- independent of N.
-    """
-    n, vocab = hidden.shape[0], weight.shape[0]
-    dtype = compute_dtype_for(hidden.dtype)
-    inv_temp = 1.0 / float(temperature)
-    rows = _row_selection(targets)
-    m = n if rows is None else rows.numel()
-    logp = torch.zeros(n, dtype=dtype, device=hidden.device)
-    entropy = torch.zeros(n, dtype=dtype, device=hidden.device) if return_entropy else None
-    lse = torch.zeros(n, dtype=dtype, device=hidden.device)
-    state = ChunkedForwardState(lse=lse, entropy=entropy, rows=rows)
-    if m == 0:
-        return logp, entropy, state
-    n_tiles = 2 if return_entropy else 1
-    chunk_rows, chunk_cols = plan_chunks(m, vocab, workspace_bytes=workspace_bytes,
-                                         token_chunk=token_chunk, n_tiles=n_tiles,
-                                         itemsize=torch.finfo(dtype).bits // 8)
-    tiles = _Tiles(chunk_rows, chunk_cols, n_tiles, dtype, hidden.device)
-    bias_scaled = None if bias is None else bias.to(dtype) * inv_temp
-    for start, stop in iter_chunks(m, chunk_rows):
-        c = stop - start
-        h = _scaled_hidden(hidden, rows, start, stop, inv_temp, dtype)
-        t = _take_rows(targets, rows, start, stop)
-        run_max = torch.full((c,), float("-inf"), dtype=dtype, device=hidden.device)
-        run_sum = torch.zeros(c, dtype=dtype, device=hidden.device)
-        run_ylogy = torch.zeros(c, dtype=dtype, device=hidden.device)  # sum e^(z-max) (z-max)
-        target_logit = torch.zeros(c, dtype=dtype, device=hidden.device)
-        for v0, v1 in iter_chunks(vocab, chunk_cols):
-            z, e = tiles.view(c, v1 - v0)
-            _logits_tile(z, h, weight, bias_scaled, v0, v1, dtype)
-            local, inside = _target_columns(t, v0, v1)
-            target_logit += torch.where(inside, z.gather(1, local).squeeze(1), 0.0)
-            new_max = torch.maximum(run_max, z.amax(1))
-            z.sub_(new_max.unsqueeze(1))                          # y = z - max  (<= 0)
-            if return_entropy:
-                torch.exp(z, out=e)
-                tile_sum = e.sum(1)
-                tile_ylogy = torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(c)
-            else:
-                z.exp_()
-                tile_sum = z.sum(1)
-            if v0 == 0:
-                run_sum, run_ylogy = tile_sum, (tile_ylogy if return_entropy else run_ylogy)
-            else:
-                shift = run_max - new_max                          # <= 0, finite after tile 0
-                alpha = shift.exp()
-                if return_entropy:
-                    run_ylogy = alpha * (run_ylogy + shift * run_sum) + tile_ylogy
-                run_sum = alpha * run_sum + tile_sum
-            run_max = new_max
-        log_sum = run_sum.log()
-        chunk_lse = run_max + log_sum
-        chunk_logp = target_logit - chunk_lse
-        if rows is None:
-            lse[start:stop], logp[start:stop] = chunk_lse, chunk_logp
-        else:
-            idx = rows[start:stop]
-            lse.index_copy_(0, idx, chunk_lse)
-            logp.index_copy_(0, idx, chunk_logp)
-        if return_entropy:
-            chunk_entropy = log_sum - run_ylogy / run_sum          # no lse - E[z] cancellation
-            if rows is None:
-                entropy[start:stop] = chunk_entropy
-            else:
-                entropy.index_copy_(0, rows[start:stop], chunk_entropy)
-    return logp, entropy, state
-
-
-def chunked_linear_logprobs_backward(hidden: torch.Tensor, weight: torch.Tensor,
-                                     targets: torch.Tensor, bias: torch.Tensor | None,
-                                     temperature: float, state: ChunkedForwardState,
-                                     grad_logp: torch.Tensor | None,
-                                     grad_entropy: torch.Tensor | None, *,
-                                     need_hidden: bool = True, need_weight: bool = True,
-                                     need_bias: bool = True,
-                                     workspace_bytes: int | None = None,
-                                     token_chunk: int | None = None):
-    """Recompute each logits tile and form dZ in place; returns (dH, dW, db) or None each.
-
-    grad_logp / grad_entropy: [N] or None (None = zero). dH in hidden.dtype [N, H], dW in
-    weight.dtype [V, H] (accumulated in one fp32 buffer allocated once), db in bias.dtype [V].
-    """
-    n, vocab = hidden.shape[0], weight.shape[0]
-    dtype = compute_dtype_for(hidden.dtype)
-    device = hidden.device
-    inv_temp = 1.0 / float(temperature)
-    need_bias = need_bias and bias is not None
-    rows = state.rows
-    m = n if rows is None else rows.numel()
-    use_entropy = grad_entropy is not None
-    active = (m > 0 and (grad_logp is not None or use_entropy)
-              and (need_hidden or need_weight or need_bias))
-    # dH and dW are fully written by the first token chunk when there is work to do, so
-    # they are not zero-filled (a 600 MB memset is ~1 s on these machines).
-    alloc_h = torch.empty if active and rows is None else torch.zeros
-    alloc_w = torch.empty if active else torch.zeros
-    grad_h = alloc_h(n, hidden.shape[1], dtype=dtype, device=device) if need_hidden else None
-    grad_w = alloc_w(vocab, weight.shape[1], dtype=dtype, device=device) if need_weight else None
-    grad_b = torch.zeros(vocab, dtype=dtype, device=device) if need_bias else None
-    if active:
-        n_tiles = 2 if use_entropy else 1
-        chunk_rows, chunk_cols = plan_chunks(m, vocab, workspace_bytes=workspace_bytes,
-                                             token_chunk=token_chunk, n_tiles=n_tiles,
-                                             itemsize=torch.finfo(dtype).bits // 8)
-        tiles = _Tiles(chunk_rows, chunk_cols, n_tiles, dtype, device)
-        bias_scaled = None if bias is None else bias.to(dtype) * inv_temp
-        dh_acc = torch.empty(chunk_rows, hidden.shape[1], dtype=dtype, device=device)
-        for start, stop in iter_chunks(m, chunk_rows):
-            c = stop - start
-            h = _scaled_hidden(hidden, rows, start, stop, inv_temp, dtype)
-            t = _take_rows(targets, rows, start, stop)
-            neg_lse = -_take_rows(state.lse, rows, start, stop).unsqueeze(1)
-            g_logp = (torch.zeros(c, dtype=dtype, device=device) if grad_logp is None
-                      else _take_rows(grad_logp, rows, start, stop).to(dtype))
-            dh = dh_acc[:c]
-            if use_entropy:
-                g_ent = _take_rows(grad_entropy, rows, start, stop).to(dtype)
-                ent = _take_rows(state.entropy, rows, start, stop).unsqueeze(1)
-                _backward_chunk_with_entropy(
-                    tiles, h, weight, bias_scaled, t, neg_lse, g_logp, g_ent, ent, dh,
-                    grad_w, grad_b, vocab, chunk_cols, inv_temp, dtype, need_hidden,
-                    first=start == 0)
-            else:
-                _backward_chunk_logp_only(
-                    tiles, h, weight, bias_scaled, t, neg_lse, g_logp, dh,
-                    grad_w, grad_b, vocab, chunk_cols, inv_temp, dtype, need_hidden,
-                    first=start == 0)
-            if need_hidden:
-                if rows is None:
-                    torch.mul(dh, inv_temp, out=grad_h[start:stop])
-                else:
-                    grad_h.index_copy_(0, rows[start:stop], dh * inv_temp)
-    out_h = None if grad_h is None else grad_h.to(hidden.dtype)
-    out_w = None if grad_w is None else grad_w.to(weight.dtype)
-    out_b = None if grad_b is None else grad_b.to(bias.dtype)
-    return out_h, out_w, out_b
-
-
-def _accumulate(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool) -> None:
-    """out = a @ b on the first token chunk (out is uninitialised), out += a @ b after."""
-    if first:
-        torch.mm(a, b, out=out)
-    else:
-        out.addmm_(a, b)
-
-
-def _backward_chunk_logp_only(tiles, h, weight, bias_scaled, t, neg_lse, g_logp, dh, grad_w,
-                              grad_b, vocab, chunk_cols, inv_temp, dtype, need_hidden, *,
-                              first):
-    """dZ = g (onehot - P) for one token chunk, without forming dZ: the row scale -g moves into
-    the GEMM operands (dH rows scaled after, dW via (-g h)) and the one-hot part is a gather /
-    index_add on [c, H]. Per tile: GEMM, exp, two GEMMs.  dh <- unscaled dL/dh (times T)."""
-    c = h.shape[0]
-    neg_g = (-g_logp).unsqueeze(1)
-    h_neg_g = h * neg_g if grad_w is not None else None          # [c, H], carries 1/T
-    for v0, v1 in iter_chunks(vocab, chunk_cols):
-        p, _ = tiles.view(c, v1 - v0)
-        w = _logits_tile(p, h, weight, bias_scaled, v0, v1, dtype, row_shift=neg_lse)
-        p.exp_()                                                   # P
-        if need_hidden:
-            _accumulate(dh, p, w, v0 == 0)
-        if grad_w is not None:
-            _accumulate(grad_w[v0:v1], p.T, h_neg_g, first)
-        if grad_b is not None:
-            grad_b[v0:v1].addmv_(p.T, neg_g.squeeze(1), alpha=inv_temp)
-    if need_hidden:
-        dh.mul_(neg_g).addcmul_(weight.index_select(0, t).to(dtype), g_logp.unsqueeze(1))
-    if grad_w is not None:
-        # index_put_(accumulate) handles repeated targets and is ~10x faster than index_add_ here
-        grad_w.index_put_((t,), h * g_logp.unsqueeze(1), accumulate=True)
-    if grad_b is not None:
-        grad_b.index_put_((t,), g_logp * inv_temp, accumulate=True)
-
-
-def _backward_chunk_with_entropy(tiles, h, weight, bias_scaled, t, neg_lse, g_logp, g_ent, ent,
-                                 dh, grad_w, grad_b, vocab, chunk_cols, inv_temp, dtype,
-                                 need_hidden, *, first):
-    """dZ = g_l (onehot - p) - g_e p (log p + entropy), formed in place per tile."""
-    c = h.shape[0]
-    neg_g_logp = (-g_logp).unsqueeze(1)
-    neg_g_ent = (-g_ent).unsqueeze(1)
-    for v0, v1 in iter_chunks(vocab, chunk_cols):
-        z, aux = tiles.view(c, v1 - v0)
-        w = _logits_tile(z, h, weight, bias_scaled, v0, v1, dtype, row_shift=neg_lse)  # log p
-        torch.add(z, ent, out=aux)                     # log p + entropy
-        z.exp_()                                       # p
-        aux.mul_(z)                                    # p (log p + entropy)
-        z.mul_(neg_g_logp)
-        z.addcmul_(aux, neg_g_ent)                     # - g_l p - g_e p (log p + entropy)
-        local, inside = _target_columns(t, v0, v1)
-        z.scatter_add_(1, local, torch.where(inside, g_logp, 0.0).unsqueeze(1))
-        # z = dL/d(scaled logits); d(raw logits) = z / T, folded into the GEMMs and dh.
-        if need_hidden:
-            _accumulate(dh, z, w, v0 == 0)
-        if grad_w is not None:
-            _accumulate(grad_w[v0:v1], z.T, h, first)  # h already carries 1/T
-        if grad_b is not None:
-            grad_b[v0:v1].add_(z.sum(0), alpha=inv_temp)

@@ -1,6 +1,7 @@
-"""The benchmark runner end to end: ``python -m bench --quick`` writes CSV / JSON / MD / PNGs with
-every group, sane numbers, ratios against the baselines, and the fixed-workspace property of our
-fused ops in the scaling sweeps. Plus the ``stepgrpo bench`` shim and argument errors."""
+"""The benchmark runner end to end: ``python -m bench --quick`` (the checkout's thin layer over
+stepgrpo_fast/bench) writes CSV / JSON / MD / PNGs with every group, sane numbers, ratios against
+the baselines, and the fixed-workspace property of our fused ops in the scaling sweeps. Plus
+``stepgrpo bench`` (the same runner, no checkout needed) and argument errors."""
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # the bench/ package of this checkout (not installed)
-    sys.path.insert(0, str(ROOT))
 GROUPS = {"linear_logprobs", "linear_grpo_loss", "advantages", "rewards", "train_step"}
 
 
@@ -129,21 +128,46 @@ def test_sweep_workspace_is_flat_for_ours_and_grows_for_naive(quick_run, op, swe
 
 
 def test_unknown_group_is_an_error():
-    from bench.runner import main, parse_groups
+    from stepgrpo_fast.bench.runner import main, parse_groups
 
     with pytest.raises(ValueError, match="unknown group.*choose from linear_logprobs"):
         parse_groups("rewards,nope")
     assert main(["--groups", "nope"]) == 2
 
 
-def test_stepgrpo_bench_shim(monkeypatch, tmp_path, capsys):
-    from stepgrpo_fast import bench_cli
+def test_stepgrpo_bench_is_the_package_runner(tmp_path):
+    """``stepgrpo bench`` parses the runner's options and runs the package's runner."""
+    from stepgrpo_fast.bench import cli
+    from stepgrpo_fast.bench.options import default_out_dir
     from stepgrpo_fast.cli import build_parser
 
     args = build_parser("bench").parse_args(["bench", "--quick", "--groups", "rewards"])
-    assert args.quick and args.groups == "rewards" and args._run is bench_cli.run
-    assert bench_cli.find_runner().__name__ == "bench.runner"   # found from this clone
-    monkeypatch.setattr(bench_cli, "candidate_roots", lambda: [tmp_path])
-    assert bench_cli.find_runner() is None
-    assert bench_cli.run(args) == 2
-    assert "python -m bench" in capsys.readouterr().err
+    assert args.quick and args.groups == "rewards" and args._run is cli.run
+    assert default_out_dir(ROOT) == ROOT / "bench" / "results"        # a source checkout
+    assert default_out_dir(tmp_path) == tmp_path / "bench_results"    # anywhere else
+
+
+def test_stepgrpo_bench_runs_outside_a_checkout(tmp_path):
+    """From a folder that is not a checkout (no bench/ around), with the package alone on the
+    path: one quick group, its result files in ./bench_results."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", "import sys; from stepgrpo_fast.cli import main; "
+                           "sys.exit(main())", "bench", "--quick", "--groups", "rewards",
+                           "--no-plots"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (json_path,) = (tmp_path / "bench_results").glob("*-quick-rewards.json")
+    rows = json.loads(json_path.read_text())["rows"]
+    assert {r["group"] for r in rows} == {"rewards"}
+    assert any(r["provider"] == "python_fallback" and r["status"] == "ok" for r in rows)
+    assert "bench" not in {m.split(".")[0] for m in _imported_top_level(tmp_path, env)}
+
+
+def _imported_top_level(cwd: Path, env: dict) -> list[str]:
+    """Top-level module names imported by ``stepgrpo bench --help``'s parser and the runner."""
+    code = ("import sys; import stepgrpo_fast.bench.runner, stepgrpo_fast.gpu.check; "
+            "print('\\n'.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+    return done.stdout.split()

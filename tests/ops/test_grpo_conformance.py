@@ -7,8 +7,8 @@
 import pytest
 import torch
 
+from stepgrpo_fast.formulas import LOSS_TYPES
 from stepgrpo_fast.functional.grpo import grpo_loss, linear_grpo_loss
-from stepgrpo_fast.reference.grpo_loss import LOSS_TYPES
 
 B, T, H, V = 3, 8, 32, 203
 MAX_LEN = 10

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from stepgrpo_fast.formulas import LOSS_TYPES
 from stepgrpo_fast.functional.grpo import grpo_loss
-from stepgrpo_fast.reference.grpo_loss import LOSS_TYPES, grpo_loss_reference
+from stepgrpo_fast.reference.grpo_loss import grpo_loss_reference
 
 IMPLS = ["torch", "triton"]
 

@@ -2,18 +2,15 @@
 import pytest
 import torch
 
-import stepgrpo_fast.reference.grpo_loss as ref_mod
+import stepgrpo_fast.ops.chunking as chunking
+from stepgrpo_fast.formulas import LOSS_TYPES, token_weights
 from stepgrpo_fast.functional.grpo import linear_grpo_loss
 from stepgrpo_fast.ops.linear_grpo_loss import linear_grpo_loss_triton
-from stepgrpo_fast.reference.grpo_loss import (
-    LOSS_TYPES,
-    linear_grpo_loss_chunked,
-    linear_grpo_loss_naive,
-    token_weights,
-)
+from stepgrpo_fast.ops.linear_grpo_loss_chunked import linear_grpo_loss_chunked
+from stepgrpo_fast.reference.grpo_loss import linear_grpo_loss_naive
 
 # Large tiles keep the interpreter fast (~2 ms per tile iteration).
-INTERP_BLOCKS = {"BLOCK_M": 32, "BLOCK_V": 128, "BLOCK_K": 64}
+INTERP_BLOCKS = {"BLOCK_N": 32, "BLOCK_V": 128, "BLOCK_H": 64}
 
 
 def rel_err(a, b):
@@ -82,7 +79,7 @@ def test_fp32_matches_float64_oracle(impl, loss_type, with_old, with_ref):
 def test_cpu_chunk_boundaries_and_scattered_mask_are_exact_in_float64(rows, monkeypatch):
     p = make_problem(b=4, t=7, v=97, seed=2)
     p["mask"][0, ::2] = 0  # non-contiguous counted tokens: gathered chunks
-    monkeypatch.setattr(ref_mod, "LOGITS_CHUNK_BYTES", rows * 4 * 97)
+    monkeypatch.setattr(chunking, "LOGITS_CHUNK_BYTES", rows * 4 * 97)
     want, want_g, _ = run(p, dtype=torch.float64, impl="naive")
     got, got_g, _ = run(p, dtype=torch.float64, impl="torch")
     assert abs(float(got - want)) < 1e-13
@@ -143,7 +140,7 @@ def test_triton_vocab_splits_and_fp16():
               p["adv"][:, None].expand(2, 8).reshape(-1).float(), p["old"].reshape(-1).float(),
               p["ref"].reshape(-1).float())
     want = linear_grpo_loss_chunked(*args32, bias=p["bias"].float(), **common)
-    blocks = {"BLOCK_M": 16, "BLOCK_V": 64, "BLOCK_K": 32}
+    blocks = {"BLOCK_N": 16, "BLOCK_V": 64, "BLOCK_H": 32}
     split = linear_grpo_loss_triton(*args32, bias=p["bias"].float(), blocks=blocks, splits=3, **common)
     for a, b in zip(split, want):
         assert rel_err(a, b) < 1e-5

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-import stepgrpo_fast.reference.linear_logprobs as ref_mod
+import stepgrpo_fast.ops.chunking as chunking
 from stepgrpo_fast.functional.logprobs import (
     LinearLogprobsTriton,
     check_linear_inputs,
@@ -108,8 +108,8 @@ def triton_impl(tiles):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Force many token chunks and vocab chunks in the CPU path."""
-    monkeypatch.setattr(ref_mod, "DEFAULT_TOKEN_CHUNK", 8)
-    monkeypatch.setattr(ref_mod, "DEFAULT_WORKSPACE_BYTES", 8 * 300 * 4)
+    monkeypatch.setattr(chunking, "DEFAULT_TOKEN_CHUNK", 8)
+    monkeypatch.setattr(chunking, "DEFAULT_WORKSPACE_BYTES", 8 * 300 * 4)
 
 
 # ----------------------------------------------------------------------------- CPU path
@@ -136,7 +136,7 @@ def test_torch_single_row_and_tiny_vocab():
 
 
 def test_torch_qwen_vocab_few_rows(small_chunks, monkeypatch):
-    monkeypatch.setattr(ref_mod, "DEFAULT_WORKSPACE_BYTES", 4 * 40000 * 4)  # 4 vocab chunks
+    monkeypatch.setattr(chunking, "DEFAULT_WORKSPACE_BYTES", 4 * 40000 * 4)  # 4 vocab chunks
     hidden, weight, b, targets = make_inputs(3, 32, 151_936, torch.float32, ignore=(1,))
     check_against_reference(torch_impl, hidden, weight, b, targets, temperature=0.7, entropy=True)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.rows import ok
+from .rows import ok
 
 MB = 2 ** 20
 

@@ -1,15 +1,16 @@
 """One benchmark runner for every group, on the current device.
 
-    python -m bench [--quick] [--groups linear_logprobs,rewards] [--out bench/results]
-                    [--device cpu|cuda] [--rounds R] [--no-plots]
+    stepgrpo bench [--quick] [--groups linear_logprobs,rewards] [--out DIR]
+                   [--device cpu|cuda] [--rounds R] [--no-plots]
+    python -m bench [same options]          (in a source checkout: the same runner)
 
-Groups (bench/group_*.py): linear_logprobs, linear_grpo_loss (main case in fwd/bwd/full and the
+Groups (group_*.py): linear_logprobs, linear_grpo_loss (main case in fwd/bwd/full and the
 N and V scaling sweeps), advantages, rewards (the key-step matcher), train_step (one StepGRPO
 optimizer step, our trainer vs TRL). On CUDA the same code runs the Triton kernels (impl="auto"),
 times with CUDA events and measures torch.cuda.max_memory_allocated; shapes grow to GPU size.
 
 Writes <out>/<machine>-<date>[-quick][-<groups>].{csv,json,md} and one PNG per group (+ one for
-the sweeps). Rows: see bench/rows.py. Ratios are against each group's baseline provider
+the sweeps). Rows: see rows.py. Ratios are against each group's baseline provider
 (BASELINES), on the same case and mode.
 """
 from __future__ import annotations
@@ -23,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from bench import group_advantages, group_linear, group_rewards, group_train_step, linear_ops
-from bench.common import machine_info, machine_slug, versions, write_results
-from bench.rows import COLUMNS, add_ratios
-from stepgrpo_fast.bench_cli import GROUP_NAMES as GROUPS
-from stepgrpo_fast.bench_cli import add_arguments
+from . import group_advantages, group_linear, group_rewards, group_train_step, linear_ops
+from .machine import machine_info, machine_slug, versions, write_results
+from .options import GROUP_NAMES as GROUPS
+from .options import add_arguments, default_out_dir
+from .rows import COLUMNS, add_ratios
 
 BASELINES = {
     "linear_logprobs": linear_ops.BASELINE,
@@ -36,7 +37,6 @@ BASELINES = {
     "rewards": group_rewards.BASELINE,
     "train_step": group_train_step.BASELINE,
 }
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def settings(quick: bool, device: str, rounds: int | None = None) -> dict:
@@ -120,10 +120,12 @@ def output_prefix(out_dir: Path, device: str, quick: bool, groups: list[str]) ->
     return Path(out_dir) / name
 
 
-def run(groups: list[str], *, quick: bool = False, out_dir: Path = RESULTS_DIR,
+def run(groups: list[str], *, quick: bool = False, out_dir: Path | None = None,
         device: str | None = None, rounds: int | None = None, plots: bool = True,
         command: str | None = None, log=print) -> dict:
-    """Run ``groups``; write CSV/JSON/MD (+ PNGs). Returns {"rows", "paths", "seconds"}."""
+    """Run ``groups``; write CSV/JSON/MD (+ PNGs) under ``out_dir`` (default: default_out_dir()).
+    Returns {"rows", "paths", "seconds"}."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # the CPU memory profiler's per-run log line
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -147,7 +149,7 @@ def run(groups: list[str], *, quick: bool = False, out_dir: Path = RESULTS_DIR,
     for r in rows:
         r.update({k: v for k, v in stamp.items() if k in COLUMNS})
     add_ratios(rows, BASELINES)
-    prefix = output_prefix(out_dir, device, quick, groups)
+    prefix = output_prefix(out_dir or default_out_dir(), device, quick, groups)
     meta = {
         "machine": info,
         "command": command,
@@ -159,13 +161,13 @@ def run(groups: list[str], *, quick: bool = False, out_dir: Path = RESULTS_DIR,
     }
     csv_path, json_path = write_results(rows, prefix, columns=COLUMNS, meta=meta)
     paths = {"csv": csv_path, "json": json_path}
-    from bench.report import markdown_report
+    from .report import markdown_report
 
     md_path = prefix.with_name(prefix.name + ".md")
     md_path.write_text(markdown_report(rows, meta))
     paths["md"] = md_path
     if plots:
-        from bench.plots import plot_all
+        from .plots import plot_all
 
         paths["png"] = plot_all(rows, prefix)
     log(f"wrote {csv_path}, {json_path}, {md_path}"
@@ -173,23 +175,27 @@ def run(groups: list[str], *, quick: bool = False, out_dir: Path = RESULTS_DIR,
     return {"rows": rows, "paths": paths, "seconds": meta["seconds"]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m bench",
+         default_out: Path | None = None) -> int:
+    """Parse ``argv`` and run; ``default_out`` replaces default_out_dir() when --out is not given."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    return run_from_args(build_parser().parse_args(argv), " ".join(["python -m bench", *argv]))
+    args = build_parser(prog).parse_args(argv)
+    return run_from_args(args, " ".join([prog, *argv]), default_out)
 
 
-def run_from_args(args: argparse.Namespace, command: str | None = None) -> int:
+def run_from_args(args: argparse.Namespace, command: str | None = None,
+                  default_out: Path | None = None) -> int:
     try:
         groups = parse_groups(args.groups)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run(groups, quick=args.quick, out_dir=args.out or RESULTS_DIR, device=args.device, rounds=args.rounds,
-        plots=not args.no_plots, command=command)
+    run(groups, quick=args.quick, out_dir=args.out or default_out, device=args.device,
+        rounds=args.rounds, plots=not args.no_plots, command=command)
     return 0

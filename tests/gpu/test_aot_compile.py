@@ -8,7 +8,7 @@ The "ci" tier (see stepgrpo_fast/gpu/launches.py: everything but the N % 16 == 0
 specialisations, which `stepgrpo kernel-table --strict` checks) is compiled in ONE subprocess
 with TRITON_INTERPRET unset (conftest turns the interpreter on for this process), 2 workers,
 using Triton's on-disk cache (TRITON_CACHE_DIR if set). The tile lists themselves live in
-ops/linear_logprobs.py (FWD_TILES / BWD_TILES) and ops/linear_grpo_loss.py (GPU_BLOCKS).
+ops/tiles.py (FWD_TILES / BWD_TILES for linear_logprobs, GPU_BLOCKS for linear_grpo_loss).
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.common import peak_memory_bytes, summarize, time_interleaved
-from bench.linear_ops import (
+from .timing import peak_memory_bytes, summarize, time_interleaved
+from .linear_ops import (
     PROVIDERS,
     LinearCase,
     build_provider,
@@ -22,7 +22,7 @@ from bench.linear_ops import (
     mode_call,
     unavailable_reason,
 )
-from bench.rows import make_row
+from .rows import make_row
 
 SWEEP_PROVIDERS = ("ours", "naive", "bare_matmuls")  # Liger's CPU path is ~5x slower: main case only
 SANITY_TOL = 2e-3

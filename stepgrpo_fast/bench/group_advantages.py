@@ -10,8 +10,8 @@ import gc
 
 import torch
 
-from bench.common import peak_memory_bytes, summarize, time_interleaved
-from bench.rows import make_row
+from .timing import peak_memory_bytes, summarize, time_interleaved
+from .rows import make_row
 
 GROUP_SIZE = 8
 EPS = 1e-4

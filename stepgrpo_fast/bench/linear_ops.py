@@ -1,8 +1,12 @@
-"""Providers for the two fused linear ops, one case at a time.
+"""Cases and providers of the two fused linear ops: what ``stepgrpo bench``, ``python -m bench``
+and ``stepgrpo gpu-check`` all time, so their numbers compare.
 
-A case is (op, N tokens, H hidden, V vocab, dtype, device). Every provider computes the same thing
-from the same inputs (hidden, weight, targets; for the GRPO loss also mask, advantages, old and
-reference log-probs, beta 0.04, loss_type "grpo") and exposes::
+A case is (op, N tokens, H hidden, V vocab, dtype, device). Inputs (make_inputs): hidden
+[B, T, H] ~ N(0, 1) with T = min(N, 256), weight [V, H] ~ N(0, 1/H) (logits of unit scale),
+targets [B, T]; for the GRPO loss also an all-ones mask (every token counts: the same work as
+the bare GEMMs), advantages [B] ~ N(0, 1), old log-probs -log V + N(0, 0.25) [B, T] and
+reference log-probs old + N(0, 0.01), beta 0.04, loss_type "grpo". Every provider computes the
+same thing from the same inputs and exposes::
 
     forward() -> out        the op with autograd recording (a training forward)
     backward(out)           gradients for hidden and weight (into .grad)
@@ -11,7 +15,8 @@ reference log-probs, beta 0.04, loss_type "grpo") and exposes::
 Providers:
     ours   stepgrpo_fast.linear_logprobs / linear_grpo_loss, impl="auto" (chunked torch on the
            CPU, Triton kernels on CUDA)
-    naive  materialise the [N, V] logits, log_softmax, gather, autograd (stepgrpo_fast.reference)
+    naive  the plain oracles of stepgrpo_fast.reference with the logits GEMM in the input dtype
+           (what an LM head gives): [N, V] logits, log_softmax in fp32, gather, autograd
     liger  linear_logprobs: LigerFusedLinearCrossEntropyLoss (logp = -CE; Triton only, so it is
            recorded as unavailable on a CPU); linear_grpo_loss: LigerFusedLinearGRPOLoss
            (compiled=False on the CPU, compiled on CUDA)
@@ -20,6 +25,7 @@ The log-prob backward seeds every provider with d(sum logp) = 1 per token.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,11 +35,12 @@ OPS = ("linear_logprobs", "linear_grpo_loss")
 PROVIDERS = ("ours", "naive", "liger", "bare_matmuls")
 BASELINE = "naive"
 BETA = 0.04
+SEQ_LEN = 256     # T of the [B, T, H] hidden states (shorter N: one sequence of N tokens)
 
 
 @dataclass(frozen=True)
 class LinearCase:
-    """One shape. hidden is [B, T, H] with B * T = N (T = min(N, 256)); weight [V, H]."""
+    """One shape. hidden is [B, T, H] with B * T = N (T = min(N, SEQ_LEN)); weight [V, H]."""
 
     op: str
     n: int
@@ -51,9 +58,9 @@ class LinearCase:
 
     @property
     def bt(self) -> tuple[int, int]:
-        t = min(self.n, 256)
+        t = min(self.n, SEQ_LEN)
         if self.n % t:
-            raise ValueError(f"N={self.n} must be a multiple of T={t}")
+            raise ValueError(f"N={self.n} must be a multiple of T={t} (hidden is [B, T, H])")
         return self.n // t, t
 
     def grad_bytes(self) -> int:
@@ -77,9 +84,11 @@ def make_inputs(case: LinearCase, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     dev, dt = case.device, case.dtype
     hidden = torch.randn(b, t, case.h, generator=g).to(dev, dt).requires_grad_()
-    weight = (torch.randn(case.v, case.h, generator=g) * 0.02).to(dev, dt).requires_grad_()
+    weight = torch.randn(case.v, case.h, generator=g) / case.h ** 0.5
+    weight = weight.to(dev, dt).requires_grad_()
     targets = torch.randint(0, case.v, (b, t), generator=g).to(dev)
-    old = (-torch.rand(b, t, generator=g) * 5 - 10).to(dev)
+    # old near the log-probs of unit-scale logits (~ -log V), so some ratios clip and some do not
+    old = (-math.log(case.v) + 0.5 * torch.randn(b, t, generator=g)).to(dev)
     return {
         "hidden": hidden,
         "weight": weight,
@@ -124,13 +133,14 @@ def _naive(case: LinearCase, x: dict) -> Provider:
 
     if case.op == "linear_logprobs":
         def forward():
-            return linear_logprobs_naive(x["hidden"], x["weight"], x["targets"]).sum()
+            return linear_logprobs_naive(x["hidden"], x["weight"], x["targets"],
+                                         logits_dtype=case.dtype).sum()
         return Provider(forward, _scalar_backward, _clear(x))
 
     def forward():
         loss, _ = linear_grpo_loss_naive(x["hidden"], x["weight"], x["targets"], x["mask"],
                                          x["adv"], old_logp=x["old"], ref_logp=x["ref"],
-                                         beta=BETA, loss_type="grpo")
+                                         beta=BETA, loss_type="grpo", logits_dtype=case.dtype)
         return loss
     return Provider(forward, _scalar_backward, _clear(x))
 

@@ -1,7 +1,7 @@
 """Markdown tables of a run (written next to the CSV as <prefix>.md; the README copies them)."""
 from __future__ import annotations
 
-from bench.rows import ok
+from .rows import ok
 
 MB = 2 ** 20
 

@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: timing (p20/p50/p80), peak memory, machine info, result files.
+"""Timers and peak memory: p20/p50/p80 seconds of a call, interleaved rounds, peak bytes.
 
 Timing: on the CPU ``time.perf_counter`` around each call; on CUDA a pair of CUDA events around
 it (``elapsed_time``), after a synchronize so that earlier work is not billed to the call.
@@ -7,29 +7,20 @@ measurement) runs before every call.
 
 Peak memory on the CPU: torch's allocator is invisible to tracemalloc, so we replay the
 profiler's "[memory]" events (allocations positive, frees negative) in start order and keep
-the running maximum above the starting point (see shared/docs/ENV_NOTES.md). On CUDA we use
+the running maximum above the starting point (docs/METHOD.md section 7). On CUDA we use
 torch.cuda.max_memory_allocated minus the bytes allocated when the call starts.
 """
 from __future__ import annotations
 
-import csv
 import gc
-import importlib.metadata
-import json
-import os
-import platform
-import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 PERCENTILES = (20, 50, 80)
-VERSION_PACKAGES = {"torch": "torch", "triton": "triton", "transformers": "transformers",
-                    "trl": "trl", "liger": "liger-kernel"}
 
 
 def is_cuda(device: str | torch.device) -> bool:
@@ -130,81 +121,3 @@ def peak_memory_bytes(fn: Callable[..., object], device: str = "cpu",
         current += e.nbytes()
         peak = max(peak, current)
     return peak
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages the benchmarks compare ("" when not installed)."""
-    out = {}
-    for key, dist in VERSION_PACKAGES.items():
-        try:
-            out[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[key] = ""
-    return out
-
-
-def device_name(device: str | torch.device = "cpu") -> str:
-    """'cuda:<GPU name>' or 'cpu:<processor>'."""
-    if is_cuda(device):
-        return f"cuda:{torch.cuda.get_device_name(torch.device(device))}"
-    return f"cpu:{_cpu_model() or platform.machine()}"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def machine_slug(device: str | torch.device = "cpu") -> str:
-    """A file-name-safe machine tag: 'cpu-2c-amd-epyc' or 'cuda-nvidia-h100-80gb-hbm3'."""
-    if is_cuda(device):
-        raw = f"cuda-{torch.cuda.get_device_name(torch.device(device))}"
-    else:
-        raw = f"cpu-{os.cpu_count() or 1}c-{_cpu_model() or platform.machine()}"
-    return re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
-
-
-def machine_info(device: str | torch.device = "cpu") -> dict:
-    info = {
-        "platform": platform.platform(),
-        "processor": _cpu_model() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device_name(device),
-        "versions": versions(),
-    }
-    try:
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def write_results(rows: list[dict], out_prefix: str | Path, *, columns: list[str] | None = None,
-                  meta: dict | None = None) -> tuple[Path, Path]:
-    """Write rows as ``<prefix>.csv`` and ``<prefix>.json`` (with machine info and ``meta``).
-
-    CSV columns: ``columns`` first (when given), then every other key in first-seen order."""
-    out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    keys: list[str] = list(columns or [])
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    csv_path = out_prefix.with_name(out_prefix.name + ".csv")
-    json_path = out_prefix.with_name(out_prefix.name + ".json")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    payload = {"machine": machine_info(), **(meta or {}), "rows": rows}
-    json_path.write_text(json.dumps(payload, indent=2, default=str))
-    return csv_path, json_path

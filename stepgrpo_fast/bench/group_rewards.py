@@ -9,7 +9,8 @@ the reference before anything is timed. The C++ rows run through the public
 ``stepgrpo_fast.rewards.match_key_steps(..., num_threads=t)``; the fallback through
 ``matching.match_batch_python`` (what STEPGRPO_DISABLE_EXT=1 selects), in the same process, so the
 providers interleave. Peak memory is not measured here (no torch tensors: the profiler cannot see
-these allocations).
+these allocations). Then rewards_answers.run_answer_group: paper-mode accuracy + validity per
+completion, ours vs the released functions.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import copy
 import random
 import re
 
-from bench.common import summarize, time_interleaved
-from bench.rows import make_row
+from .rewards_answers import run_answer_group
+from .rows import make_row
+from .timing import summarize, time_interleaved
 
 GROUP_SIZE, NUM_GROUPS, NUM_FORMS = 4, 8, 3
 MODES = ("official", "paper")
@@ -121,4 +123,4 @@ def run_group(problems: int, rounds: int, log=print) -> list[dict]:
                                  items="completions"))
             log(f"  rewards {mode:8s} {name:16s} p50 {s['p50_s'] * 1e3:9.2f} ms  "
                 f"{n / s['p50_s']:12,.0f} completions/s")
-    return rows
+    return rows + run_answer_group(problems, rounds, log)

@@ -1,4 +1,5 @@
-"""`stepgrpo gpu-check` up to the point that needs a GPU, and its benchmark code on the CPU."""
+"""`stepgrpo gpu-check` up to the point that needs a GPU, and its benchmark code (the harness's
+cases and providers, stepgrpo_fast/bench/tflops.py) on the CPU."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ import sys
 import pytest
 import torch
 
-from stepgrpo_fast.gpu import bench
+from stepgrpo_fast.bench import linear_ops
+from stepgrpo_fast.bench import tflops as bench
+from stepgrpo_fast.bench.timing import time_fn
 from stepgrpo_fast.gpu.check import NO_CUDA_EXIT, device_info, write_report
 
 
@@ -31,18 +34,20 @@ def test_peak_table_by_device_name():
     assert bench.peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert bench.peak_bf16_tflops("NVIDIA GeForce RTX 4090") is None
     assert bench.model_flops(2, 3, 5) == 6 * 2 * 3 * 5
-    assert bench.executed_flops("stepgrpo", 2, 3, 5) == 8 * 2 * 3 * 5
+    assert bench.executed_flops("ours", 2, 3, 5) == 8 * 2 * 3 * 5
 
 
-@pytest.mark.parametrize("op", bench.OPS)
+@pytest.mark.parametrize("op", linear_ops.OPS)
 def test_providers_compute_the_same_gradients_on_cpu(op):
-    """The timed closures are real: stepgrpo and naive give the same dH, dW (fp32, CPU)."""
-    make = bench._logprobs_provider if op == "linear_logprobs" else bench._grpo_provider
+    """The timed closures are real: ours and naive give the same dH, dW (fp32, CPU)."""
     grads = {}
-    for provider in ("stepgrpo", "naive"):
-        inputs = bench.make_inputs(48, 16, 300, torch.float32, torch.device("cpu"))
-        grads[provider] = make(provider, *inputs)()
-    for a, b in zip(grads["stepgrpo"], grads["naive"]):
+    case = linear_ops.LinearCase(op, 48, 16, 300)
+    for provider in ("ours", "naive"):
+        x = linear_ops.make_inputs(case)
+        fn, setup = linear_ops.mode_call(linear_ops.build_provider(provider, case, x), "full")
+        fn(setup())
+        grads[provider] = (x["hidden"].grad, x["weight"].grad)
+    for a, b in zip(grads["ours"], grads["naive"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -51,7 +56,7 @@ def test_benchmark_rows_and_report_on_cpu(tmp_path):
     rows = bench.run_benchmarks("cpu", tokens=(64,), hiddens=(32,), vocab=257,
                                 dtype=torch.float32, warmup=1, repeats=2, log=lines.append)
     assert [(r["op"], r["provider"]) for r in rows] == [
-        (op, p) for op in bench.OPS for p in bench.PROVIDERS]
+        (op, p) for op in linear_ops.OPS for p in bench.PROVIDERS]
     assert len(lines) == len(rows)
     for r in rows:
         if r["provider"] == "liger" and r["error"]:
@@ -61,7 +66,7 @@ def test_benchmark_rows_and_report_on_cpu(tmp_path):
         want = bench.model_flops(64, 32, 257) / (r["time_ms"] / 1e3) / 1e12
         assert math.isclose(r["model_tflops"], want, rel_tol=1e-9)
         assert r["pct_peak"] is None                    # no peak for a CPU
-    ours = [r for r in rows if r["provider"] == "stepgrpo"]
+    ours = [r for r in rows if r["provider"] == "ours"]
     assert all(r["executed_tflops"] == pytest.approx(r["model_tflops"] * 8 / 6) for r in ours)
 
     write_report(tmp_path, device_info(torch, "cpu"), None, rows)
@@ -72,6 +77,19 @@ def test_benchmark_rows_and_report_on_cpu(tmp_path):
     assert text.count("\n| linear_") == len(rows)
 
 
-def test_time_median_rejects_bad_counts():
+def test_timer_rejects_bad_counts():
     with pytest.raises(ValueError, match="repeats"):
-        bench.time_median(lambda: None, torch.device("cpu"), warmup=0, repeats=0)
+        time_fn(lambda: None, warmup=0, repeats=0, device="cpu")
+
+
+def test_report_lists_the_failed_numerics_checks(tmp_path):
+    checks = [{"name": "linear_grpo_loss-bf16", "ok": False, "seconds": 0.1,
+               "error": "NumericsMismatch: bf16 dH: rel err 0.5\nmore"},
+              {"name": "linear_grpo_loss-fp32", "ok": True, "seconds": 0.1, "error": None}]
+    tests = {"ok": False, "summary": "1 passed, 1 failed", "checks": checks}
+    write_report(tmp_path, device_info(torch, "cpu"), tests, None)
+    text = (tmp_path / "report.md").read_text()
+    assert "FAIL: 1 passed, 1 failed" in text
+    assert "- FAIL `linear_grpo_loss-bf16`: NumericsMismatch: bf16 dH: rel err 0.5\n" in text
+    assert "linear_grpo_loss-fp32" not in text
+    assert json.loads((tmp_path / "report.json").read_text())["tests"]["checks"] == checks

@@ -15,7 +15,7 @@ on_step_end. Runs alternate between providers for ``rounds`` rounds (a shared ma
 tokens/s: generated completion tokens per second of step time (completions differ between
 trainers: each samples with its own RNG, so lengths can differ; they are reported).
 Peak memory: one more 1-step run per provider, from building the trainer to the end of the step,
-under bench.common.peak_memory_bytes (includes the policy, the reference model and the optimizer
+under timing.peak_memory_bytes (includes the policy, the reference model and the optimizer
 state; on a CPU only torch allocations are seen). On a CUDA machine both trainers use the GPU
 (our loop through accelerate's default device, TRL with use_cpu=False), still in fp32.
 All of it runs on one torch thread (OMP_NUM_THREADS=1 semantics): the tiny model is latency-bound.
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import peak_memory_bytes, summarize
-from bench.rows import make_row
+from .timing import peak_memory_bytes, summarize
+from .rows import make_row
 
 PROVIDERS = ("ours", "trl_ours_head", "trl")
 BASELINE = "trl"
