@@ -4,7 +4,7 @@ Layout of ``<output_dir>/checkpoint-<step>/``::
 
     config.json, model.safetensors, ...   save_pretrained(): the dir loads like any HF checkpoint
     tokenizer / processor files           processor.save_pretrained()
-    optimizer.pt, scheduler.pt            state_dicts
+    optimizer.pt, scheduler.pt            state_dicts (grad_scaler.pt too for fp16 compute)
     rng_state_<rank>.pth                  python / numpy / torch (/ cuda) RNG of every process
     trainer_state.json                    step, data cursor, anything the loop needs to continue
     training_config.yaml                  the run's config
@@ -39,6 +39,7 @@ TRAINER_STATE = "trainer_state.json"
 TRAINING_CONFIG = "training_config.yaml"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
+GRAD_SCALER = "grad_scaler.pt"
 MANIFEST_VERSION = 1
 _CKPT_RE = re.compile(rf"^{re.escape(PREFIX)}(\d+)$")
 
@@ -194,6 +195,7 @@ def save_checkpoint(
     scheduler: Any | None,
     trainer_state: dict[str, Any],
     config_yaml: str,
+    grad_scaler: Any | None = None,
     keep_last: int = 0,
     rank: int = 0,
     is_main: bool = True,
@@ -221,6 +223,8 @@ def save_checkpoint(
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / SCHEDULER)
+        if grad_scaler is not None:
+            torch.save(grad_scaler.state_dict(), tmp / GRAD_SCALER)
         (tmp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "step": step}, indent=2))
         (tmp / TRAINING_CONFIG).write_text(config_yaml)
     barrier()
@@ -274,6 +278,7 @@ def load_checkpoint_state(
     *,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any | None,
+    grad_scaler: Any | None = None,
     rank: int = 0,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
@@ -293,6 +298,8 @@ def load_checkpoint_state(
         )
     if scheduler is not None and (path / SCHEDULER).is_file():
         scheduler.load_state_dict(torch.load(path / SCHEDULER, weights_only=True))
+    if grad_scaler is not None and (path / GRAD_SCALER).is_file():
+        grad_scaler.load_state_dict(torch.load(path / GRAD_SCALER, weights_only=True))
     rng_file = path / f"rng_state_{rank}.pth"
     if rng_file.is_file():
         restore_rng_state(torch.load(rng_file, weights_only=True))

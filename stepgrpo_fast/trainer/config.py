@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ REWARD_MODES = ("paper", "official")
 ADVANTAGE_SCALES = ("group", "batch", "none")
 REPORT_TO = ("none", "tensorboard", "wandb")
 SCHEDULERS = ("linear", "cosine", "constant")
+PROMPT_TEMPLATES = ("default", "r1vl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 IMPLS = ("auto", "torch", "triton")
@@ -44,11 +46,28 @@ class TrainConfigBase:
     eval_batch_size: int = 4
     eval_limit: int = 0  # 0 = every record
     output_dir: str = "outputs/run"
+    # Compute dtype. bfloat16 / float16 keep fp32 master weights and fp32 AdamW state and run the
+    # forward under autocast (HF Trainer's bf16=True / fp16=True; fp16 adds a GradScaler);
+    # checkpoint-N/ holds the fp32 masters (exact resume), final_model/ is written in this dtype.
     dtype: str = "auto"  # auto: bf16 on a bf16-capable GPU, fp32 on CPU
+    # True: weights and AdamW state in `dtype` itself, no fp32 masters (half the weight memory;
+    # AdamW updates below the dtype's spacing round away: bf16 near 0.02 is ~1e-4). Warned.
+    low_precision_weights: bool = False
     attn_implementation: str = "auto"  # auto: flash_attention_2 if installed on GPU, else sdpa
     min_pixels: int = 3136  # 4 * 28 * 28
     max_pixels: int = 400_000  # released RL setting (spec section 4)
+    # True: the vision tower (.visual) gets no gradient. SFT default True (released warm-up);
+    # StepGRPO default False (the released RL trains every parameter, the vision tower included).
     freeze_vision: bool = True
+    # Prompt text of the user turn (the image part always comes first):
+    #   "default": the question, then the reasoning instruction (data.REASONING_PROMPT)
+    #   "r1vl":    the reasoning instruction, then the question (the released prompt layout)
+    # Either way a question that already carries the instruction (it names the
+    # "### The final answer is:" header, as the released records' `problem` does) is used as is.
+    prompt_template: str = "default"
+    # Regexes (re.search on parameter names); when set, only the parameters matching one train,
+    # e.g. ["language_model\\.layers\\.27\\."] (the rest frozen: no gradient, no AdamW state).
+    train_only: list[str] = field(default_factory=list)
     gradient_checkpointing: bool = False
     impl: str = "auto"  # kernel dispatch for the fused ops
 
@@ -90,6 +109,7 @@ class TrainConfigBase:
         _choice(self, "lr_scheduler_type", SCHEDULERS)
         _choice(self, "report_to", REPORT_TO)
         _choice(self, "impl", IMPLS)
+        _choice(self, "prompt_template", PROMPT_TEMPLATES)
         _positive(
             self,
             "learning_rate",
@@ -117,6 +137,13 @@ class TrainConfigBase:
             raise ValueError(
                 f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})"
             )
+        for pattern in self.train_only:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"train_only entry {pattern!r} is not a valid regex ({exc})"
+                ) from None
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_epochs > 0")
         for name in ("adam_beta1", "adam_beta2"):
@@ -200,17 +227,24 @@ class StepGRPOConfig(TrainConfigBase):
     """
 
     output_dir: str = "outputs/stepgrpo"
+    freeze_vision: bool = False  # the released RL trains the vision tower too
     # --- rollout ------------------------------------------------------------------------
     num_generations: int = 4  # M completions per prompt (one group)
     temperature: float = 1.2
     max_new_tokens: int = 1024
     top_p: float = 1.0
     top_k: int = 0  # 0 = disabled
+    # 1.0 = off. Rollouts sample exactly softmax(logits / temperature) (+ top_k / top_p) whatever
+    # the checkpoint's generation_config.json says; a penalty != 1 biases the policy gradient.
+    repetition_penalty: float = 1.0
     # --- rewards ------------------------------------------------------------------------
     reward_mode: str = "paper"  # "paper" | "official" (spec section 3)
     reward_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # (accuracy, validity)
     alpha: float = 0.1  # StepRAR key-step bonus
-    advantage_scale: str = "group"  # "group" | "batch" | "none"
+    # "group": (r - mean_g) / (std_g + 1e-4); "batch": (r - mean_g) / (std of every reward of the
+    # step's global batch, all micro-batches and processes, + 1e-4) as TRL's scale_rewards="batch";
+    # "none": r - mean_g
+    advantage_scale: str = "group"
     extra_reward_funcs: list[str] = field(default_factory=list)  # "module:function", TRL contract
     extra_reward_weights: list[float] = field(default_factory=list)  # one per extra reward
     # --- loss ---------------------------------------------------------------------------
@@ -227,7 +261,7 @@ class StepGRPOConfig(TrainConfigBase):
         _choice(self, "reward_mode", REWARD_MODES)
         _choice(self, "loss_type", LOSS_TYPES)
         _choice(self, "advantage_scale", ADVANTAGE_SCALES)
-        _positive(self, "temperature", "max_new_tokens", "num_iterations")
+        _positive(self, "temperature", "max_new_tokens", "num_iterations", "repetition_penalty")
         _non_negative(self, "beta", "epsilon_low", "epsilon_high", "alpha", "top_k")
         if self.num_generations < 2:
             raise ValueError(

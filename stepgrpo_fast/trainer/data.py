@@ -238,11 +238,28 @@ def load_image(record: Record):
         return img.convert("RGB")
 
 
-def user_text(record: Record) -> str:
+PROMPT_TEMPLATES = ("default", "r1vl")
+# A question naming this header already asks for the response layout (the released records'
+# `problem` carries its own instruction): it is used as it is.
+OWN_INSTRUCTION_MARKER = "The final answer is"
+
+
+def user_text(record: Record, template: str = "default") -> str:
+    """The user turn's text: "default" = question, newline, instruction; "r1vl" = instruction,
+    newline, question (the released layout). A question that already holds an instruction (it
+    names "The final answer is") is returned unchanged under either template."""
+    if template not in PROMPT_TEMPLATES:
+        raise ValueError(f"prompt template must be one of {PROMPT_TEMPLATES}, got {template!r}")
+    if OWN_INSTRUCTION_MARKER in record.question:
+        return record.question
+    if template == "r1vl":
+        return f"{REASONING_PROMPT}\n{record.question}"
     return f"{record.question}\n{REASONING_PROMPT}"
 
 
-def build_messages(record: Record, *, with_response: bool = False) -> list[dict]:
+def build_messages(
+    record: Record, *, with_response: bool = False, template: str = "default"
+) -> list[dict]:
     """Chat messages: a user turn with the image part BEFORE the text, and (optionally) the
     assistant turn holding the reference reasoning."""
     messages = [
@@ -250,7 +267,7 @@ def build_messages(record: Record, *, with_response: bool = False) -> list[dict]
             "role": "user",
             "content": [
                 {"type": "image", "image": str(record.image_path)},
-                {"type": "text", "text": user_text(record)},
+                {"type": "text", "text": user_text(record, template)},
             ],
         }
     ]
@@ -263,21 +280,21 @@ def build_messages(record: Record, *, with_response: bool = False) -> list[dict]
     return messages
 
 
-def prompt_text(processor, record: Record) -> str:
+def prompt_text(processor, record: Record, template: str = "default") -> str:
     return processor.apply_chat_template(
-        build_messages(record), tokenize=False, add_generation_prompt=True
+        build_messages(record, template=template), tokenize=False, add_generation_prompt=True
     )
 
 
-def encode_prompts(processor, records: list[Record]) -> dict:
-    """Left-padded generation inputs, never truncated.
+def encode_prompts(processor, records: list[Record], *, template: str = "default") -> dict:
+    """Left-padded generation inputs, never truncated; ``template``: see :func:`user_text`.
 
     Returns input_ids [B,S], attention_mask [B,S], pixel_values [P, C*T*p*p], image_grid_thw [B,3]
     and mm_token_type_ids [B,S] (1 at image tokens) when the processor emits it.
     """
     if not records:
         raise ValueError("encode_prompts: no records")
-    texts = [prompt_text(processor, r) for r in records]
+    texts = [prompt_text(processor, r, template) for r in records]
     images = [load_image(r) for r in records]
     batch = processor(
         text=texts,
@@ -300,7 +317,7 @@ def end_of_turn_id(tokenizer) -> int:
     return int(token_id)
 
 
-def encode_sft(processor, records: list[Record]) -> dict:
+def encode_sft(processor, records: list[Record], *, template: str = "default") -> dict:
     """Right-padded SFT inputs: prompt tokens (as ``encode_prompts``) + response tokens + the
     end-of-turn token. ``labels`` [B,S] equals input_ids on the response and its end-of-turn token,
     -100 on the prompt and padding. The response is tokenized on its own, exactly as a generated
@@ -310,7 +327,7 @@ def encode_sft(processor, records: list[Record]) -> dict:
     missing = [r.source for r in records if not r.response]
     if missing:
         raise ValueError(f"encode_sft: records without 'response': {missing[:5]}")
-    prompts = encode_prompts(processor, records)
+    prompts = encode_prompts(processor, records, template=template)
     tokenizer = processor.tokenizer
     eot = end_of_turn_id(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot

@@ -179,3 +179,31 @@ def build_episodes(
     return Episodes(
         reward=reward, advantages=advantages, num_generations=num_generations, extra=extra, **parts
     )
+
+
+def global_batch_advantages(
+    rewards: Sequence[torch.Tensor],
+    num_generations: int,
+    *,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    eps: float = 1e-4,
+) -> list[torch.Tensor]:
+    """``advantage_scale="batch"`` over a whole global batch (TRL's scale_rewards="batch").
+
+    rewards: this process's reward vector of each micro-batch, [N] each (groups of M consecutive
+             rows never straddle two micro-batches)
+    gather:  [L] -> [world * L], every process's values (accelerator.gather); None = one process
+    Returns one float32 [N] per micro-batch: (r - mean of its group) / (std + eps), std the
+    unbiased std of every non-NaN reward of the global batch; NaN rewards get 0.
+    """
+    from stepgrpo_fast.functional import group_advantages
+
+    if not rewards:
+        raise ValueError("global_batch_advantages: no micro-batches")
+    local = torch.cat([r.float() for r in rewards])  # [G * N]
+    everything = local if gather is None else gather(local).float().cpu()  # [world * G * N]
+    valid = everything[~torch.isnan(everything)]
+    std = valid.std(unbiased=True) if valid.numel() > 1 else valid.new_zeros(())
+    return [
+        group_advantages(r.float(), num_generations, scale="none") / (std + eps) for r in rewards
+    ]

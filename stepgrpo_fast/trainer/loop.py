@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -68,7 +69,12 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
         #    micro-batches, all processes; HF Trainer's num_items_in_batch), so the update does
         #    not depend on how the batch is split into micro-batches and processes.
         micro_inputs = [  # G x input_ids/labels [B, S]
-            _to(encode_sft(run.processor, run.slice(step, micro)[0]), device)
+            _to(
+                encode_sft(
+                    run.processor, run.slice(step, micro)[0], template=config.prompt_template
+                ),
+                device,
+            )
             for micro in range(config.gradient_accumulation_steps)
         ]
         micro_tokens = [int((x["labels"][:, 1:] != -100).sum()) for x in micro_inputs]
@@ -84,7 +90,7 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
                 # after the 1/G of accumulate and DDP's mean over processes: the gradient of
                 # the global token mean (the factor is exactly 1 for G = 1 on one process)
                 loss = loss * (tokens / tokens_per_slice)
-                acc.backward(loss)  # scaled by 1/G inside
+                acc.backward(run.scaled(loss))  # scaled by 1/G inside (and the fp16 loss scale)
                 grad_norm = _optimizer_step(run, config.max_grad_norm)  # no-op until the G-th
             micro_metrics.append({"loss": loss.item()})
             label_tokens += metrics["num_label_tokens"].item()
@@ -105,13 +111,24 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
 def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
     """Online RL with StepRAR + StepRVR rewards and group-relative advantages; returns a summary."""
     from stepgrpo_fast.trainer.data import encode_prompts, load_records
-    from stepgrpo_fast.trainer.episodes import build_episodes, load_extra_rewards
+    from stepgrpo_fast.trainer.episodes import (
+        build_episodes,
+        global_batch_advantages,
+        load_extra_rewards,
+    )
     from stepgrpo_fast.trainer.modeling import load_model_and_processor
     from stepgrpo_fast.trainer.policy import build_policy_batch, completion_logprobs
     from stepgrpo_fast.trainer.rollout import derive_seed, generate_rollouts
 
     # 1. every record validated before any model is loaded
     records = load_records(config.train_data, require_response=False)
+    if config.repetition_penalty != 1.0:
+        warnings.warn(
+            f"repetition_penalty={config.repetition_penalty:g}: rollouts are then not sampled from "
+            "the policy the loss scores (softmax(logits / temperature)), which biases the policy "
+            "gradient; 1.0 turns it off",
+            stacklevel=2,
+        )
     extra_rewards = load_extra_rewards(config.extra_reward_funcs, config.extra_reward_weights)
     run = _start_run(
         config,
@@ -134,8 +151,8 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
     # 2. the reference policy: a frozen copy of the STARTING model (also when resuming)
     ref_model = None
     if config.beta > 0:
-        ref_model, _ = load_model_and_processor(
-            config.model_name_or_path, **_load_kwargs(config, device)
+        ref_model, _ = load_model_and_processor(  # frozen: held in the compute dtype
+            config.model_name_or_path, **_load_kwargs(config, device, run.precision.compute_dtype)
         )
         ref_model.requires_grad_(False).eval()
 
@@ -145,27 +162,30 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
 
     for step in range(run.start_step, run.total_steps):
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
-        batches, episode_metrics, samples = [], [], []
+        batches, episode_metrics, micro_episodes = [], [], []
         generated_tokens = 0
         # 3. rollouts: G micro-batches of B prompts x M samples on every process
         for micro in range(G):
             batch_records, positions = run.slice(step, micro)
             prompt_inputs = _to(
-                encode_prompts(run.processor, batch_records), device
+                encode_prompts(run.processor, batch_records, template=config.prompt_template),
+                device,
             )  # input_ids [B, P]
             seeds = [derive_seed(config.seed, step, pos, j) for pos in positions for j in range(M)]
-            rollout = generate_rollouts(  # completion_ids [N, C]
-                policy_model,
-                tokenizer,
-                prompt_inputs,
-                num_generations=M,
-                max_new_tokens=config.max_new_tokens,
-                temperature=config.temperature,
-                top_k=config.top_k,
-                top_p=config.top_p,
-                row_seeds=seeds,
-                vision_start_token_id=vision_start,
-            )
+            with run.precision.autocast():
+                rollout = generate_rollouts(  # completion_ids [N, C]
+                    policy_model,
+                    tokenizer,
+                    prompt_inputs,
+                    num_generations=M,
+                    max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature,
+                    top_k=config.top_k,
+                    top_p=config.top_p,
+                    row_seeds=seeds,
+                    vision_start_token_id=vision_start,
+                    repetition_penalty=config.repetition_penalty,
+                )
             # 4. rewards r = w_acc * StepRAR + w_val * StepRVR  ->  group-relative advantages [N]
             episodes = build_episodes(
                 rollout.texts,
@@ -184,14 +204,15 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                 episodes.advantages.to(device),
             )
             # 5. reference log-probs [N, C] (frozen start model) and old log-probs when reused
-            if ref_model is not None:
-                batch.ref_logp = completion_logprobs(
-                    ref_model, batch, temperature=config.temperature, impl=config.impl
-                )
-            if config.num_iterations > 1:
-                batch.old_logp = completion_logprobs(
-                    policy_model, batch, temperature=config.temperature, impl=config.impl
-                )
+            with run.precision.autocast():
+                if ref_model is not None:
+                    batch.ref_logp = completion_logprobs(
+                        ref_model, batch, temperature=config.temperature, impl=config.impl
+                    )
+                if config.num_iterations > 1:
+                    batch.old_logp = completion_logprobs(
+                        policy_model, batch, temperature=config.temperature, impl=config.impl
+                    )
             batches.append(batch)
             lengths = rollout.completion_lengths.float()
             generated_tokens += int(lengths.sum().item())
@@ -202,16 +223,30 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                     "completion_length_max": lengths.max().item(),
                 }
             )
+            micro_episodes.append(episodes)
             if micro == 0:
-                samples = [
-                    {
-                        "question": batch_records[0].question,
-                        "solution": batch_records[0].solution,
-                        "completion": rollout.texts[j],
-                        **episodes.row(j),
-                    }
-                    for j in range(M)
-                ]
+                first_prompt = (batch_records[0], rollout.texts[:M])
+
+        # 4b. advantage_scale "batch": one reward std over the whole global batch (all G
+        #     micro-batches, all processes), as TRL's scale_rewards="batch"
+        if config.advantage_scale == "batch":
+            gather = None if acc.num_processes == 1 else (lambda t: acc.gather(t.to(device)))
+            advantages = global_batch_advantages(
+                [e.reward for e in micro_episodes], M, gather=gather
+            )
+            for episodes, batch, adv in zip(micro_episodes, batches, advantages):
+                episodes.advantages = adv
+                batch.advantages = adv.to(device)
+        record, texts = first_prompt
+        samples = [
+            {
+                "question": record.question,
+                "solution": record.solution,
+                "completion": texts[j],
+                **micro_episodes[0].row(j),
+            }
+            for j in range(M)
+        ]
 
         # 6. policy update(s): fused hidden-state GRPO loss, no logits tensor
         loss_metrics: list[dict[str, float]] = []
@@ -220,7 +255,7 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             for batch in batches:
                 with acc.accumulate(run.objective):
                     loss, metrics = run.objective(batch)
-                    acc.backward(loss)  # scaled by 1/G inside
+                    acc.backward(run.scaled(loss))  # scaled by 1/G inside (+ fp16 loss scale)
                     grad_norm = _optimizer_step(run, config.max_grad_norm)  # no-op until the G-th
                 loss_metrics.append(
                     {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
@@ -263,8 +298,14 @@ class _Run:
     total_steps: int
     start_step: int
     logger: RunLogger
+    precision: Any = None  # modeling.Precision: weight / compute dtypes, autocast
+    grad_scaler: Any = None  # torch.amp.GradScaler for fp16 compute, else None
     last_metrics: dict | None = None
     last_saved: Path | None = None
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to backpropagate: times the fp16 loss scale when there is one."""
+        return loss if self.grad_scaler is None else self.grad_scaler.scale(loss)
 
     # -- data -----------------------------------------------------------------------
     def epoch_of(self, step: int) -> float:
@@ -292,22 +333,11 @@ class _Run:
             self.save(step)
 
     def save(self, step: int) -> Path:
-        from accelerate.utils import DistributedType
-
         acc = self.accelerator
         model = acc.unwrap_model(self.objective).model
-        model_state = None
-        if acc.distributed_type == DistributedType.DEEPSPEED:
-            # ZeRO-3 partitions the weights: gather them (every rank must take part)
-            state_dict = acc.get_state_dict(self.objective)
-            model_state = {
-                k[len("model.") :]: v
-                for k, v in (state_dict or {}).items()
-                if k.startswith("model.")
-            }
 
         def save_model(directory: Path) -> None:
-            model.save_pretrained(directory, state_dict=model_state)
+            model.save_pretrained(directory)
             self.processor.save_pretrained(directory)
 
         self.last_saved = ckpt.save_checkpoint(
@@ -316,6 +346,7 @@ class _Run:
             save_model=save_model,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
+            grad_scaler=self.grad_scaler,
             config_yaml=yaml.safe_dump(self.config.to_dict(), sort_keys=False),
             trainer_state={
                 "epoch": self.epoch_of(step),
@@ -339,13 +370,13 @@ class _Run:
             # weights + processor only, ready for the next stage or `stepgrpo eval`
             tmp = final_dir.with_name(final_dir.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(
-                self.last_saved,
-                tmp,
-                ignore=shutil.ignore_patterns(
-                    "optimizer.pt", "scheduler.pt", "rng_state_*", ckpt.MANIFEST
-                ),
-            )
+            skip = ["optimizer.pt", "scheduler.pt", "rng_state_*", ckpt.MANIFEST, ckpt.GRAD_SCALER]
+            if self.precision.mixed:  # the checkpoint holds fp32 masters: rewrite the weights
+                skip += ["*.safetensors", "*.safetensors.index.json", "config.json"]
+            shutil.copytree(self.last_saved, tmp, ignore=shutil.ignore_patterns(*skip))
+            if self.precision.mixed:
+                model = acc.unwrap_model(self.objective).model
+                save_weights_as(model, tmp, self.precision.compute_dtype)
             shutil.rmtree(final_dir, ignore_errors=True)
             tmp.rename(final_dir)
         cfg = self.config
@@ -371,19 +402,20 @@ class _Run:
             return None
         cfg = self.config
         model = self.accelerator.unwrap_model(self.objective).model
-        result = evaluate(
-            cfg.output_dir,
-            cfg.eval_data,
-            model=model,
-            processor=self.processor,
-            batch_size=cfg.eval_batch_size,
-            max_new_tokens=cfg.eval_max_new_tokens,
-            reward_mode=getattr(cfg, "reward_mode", "paper"),
-            alpha=getattr(cfg, "alpha", 0.1),
-            reward_weights=getattr(cfg, "reward_weights", (1.0, 1.0)),
-            limit=cfg.eval_limit or None,
-            predictions_path=Path(cfg.output_dir) / "eval_predictions.jsonl",
-        )
+        with self.precision.autocast():  # fp32 masters: evaluate in the compute dtype
+            result = evaluate(
+                cfg.output_dir,
+                cfg.eval_data,
+                model=model,
+                processor=self.processor,
+                batch_size=cfg.eval_batch_size,
+                max_new_tokens=cfg.eval_max_new_tokens,
+                reward_mode=getattr(cfg, "reward_mode", "paper"),
+                alpha=getattr(cfg, "alpha", 0.1),
+                reward_weights=getattr(cfg, "reward_weights", (1.0, 1.0)),
+                limit=cfg.eval_limit or None,
+                predictions_path=Path(cfg.output_dir) / "eval_predictions.jsonl",
+            )
         (Path(cfg.output_dir) / "eval_results.json").write_text(json.dumps(result, indent=2))
         return result
 
@@ -402,16 +434,29 @@ def _start_run(
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor
-    from stepgrpo_fast.trainer.policy import PolicyObjective, freeze_vision_tower
+    from stepgrpo_fast.trainer.modeling import load_model_and_processor, resolve_precision
+    from stepgrpo_fast.trainer.policy import PolicyObjective, freeze_vision_tower, train_only
 
+    refuse_deepspeed(None)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # CPU: MULTI_CPU over gloo
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
+    refuse_deepspeed(accelerator)  # (a CPU Accelerator would silently run a ZeRO config as DDP)
     set_seed(config.seed)
     if not config.model_name_or_path:
         raise ValueError("model_name_or_path is not set")
+    precision = resolve_precision(
+        config.dtype, accelerator.device, low_precision_weights=config.low_precision_weights
+    )
+    if config.low_precision_weights and precision.weight_dtype != torch.float32:
+        warnings.warn(
+            f"low_precision_weights: weights and AdamW state are held in {precision.weight_dtype} "
+            "without fp32 masters; AdamW updates smaller than that dtype's spacing round to zero "
+            "(bf16 near 0.02: ~1e-4, vs learning_rate "
+            f"{config.learning_rate:g}), so training may barely move the weights",
+            stacklevel=2,
+        )
     if config.eval_data:
         from stepgrpo_fast.trainer.data import load_records
 
@@ -433,12 +478,14 @@ def _start_run(
     # where to start: a verified checkpoint or the configured model
     resume_from = _resolve_resume(config, resume, accelerator)
     model_path = str(resume_from) if resume_from is not None else config.model_name_or_path
-    model, processor = load_model_and_processor(
-        model_path, **_load_kwargs(config, accelerator.device)
+    model, processor = load_model_and_processor(  # fp32 masters unless low_precision_weights
+        model_path, **_load_kwargs(config, accelerator.device, precision.weight_dtype)
     )
     model.train()
     if config.freeze_vision:
         freeze_vision_tower(model)
+    if config.train_only:
+        train_only(model, config.train_only)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
 
@@ -457,8 +504,11 @@ def _start_run(
         num_warmup_steps=int(round(config.warmup_ratio * updates)),
         num_training_steps=updates,
     )
-    objective = PolicyObjective(model, impl=config.impl, **objective_kwargs)
+    objective = PolicyObjective(model, impl=config.impl, precision=precision, **objective_kwargs)
     objective, optimizer = accelerator.prepare(objective, optimizer)
+    grad_scaler = (
+        torch.amp.GradScaler(accelerator.device.type) if precision.needs_grad_scaler else None
+    )
 
     start_step = 0
     if resume_from is not None:
@@ -466,6 +516,7 @@ def _start_run(
             resume_from,
             optimizer=optimizer,
             scheduler=scheduler,
+            grad_scaler=grad_scaler,
             rank=accelerator.process_index,
             map_location=accelerator.device,
         )
@@ -506,8 +557,34 @@ def _start_run(
         total_steps,
         start_step,
         logger,
+        precision=precision,
+        grad_scaler=grad_scaler,
         last_saved=resume_from,
     )
+
+
+def refuse_deepspeed(accelerator: Any = None) -> None:
+    """The native trainer runs on one process or DDP (``accelerate launch``, NCCL / gloo);
+    DeepSpeed ZeRO-2/3 (``accelerate launch`` with a DeepSpeed config sets
+    ACCELERATE_USE_DEEPSPEED, or an Accelerator of type DEEPSPEED) is refused with a ValueError."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    from_env = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
+    from_accelerator = (
+        accelerator is not None and accelerator.distributed_type == DistributedType.DEEPSPEED
+    )
+    if from_env or from_accelerator:
+        raise ValueError(
+            "the native trainer (stepgrpo sft / train) does not support DeepSpeed ZeRO-2/3: its "
+            "checkpoints save the optimizer state of process 0 only (a ZeRO shard), so a resume "
+            "would load one shard on every process, and the fused log-prob ops read lm_head.weight "
+            "directly (a ZeRO-3 partition is empty). Launch with a DDP config instead, e.g. "
+            "accelerate launch --config_file stepgrpo_fast/configs/accelerate/ddp.yaml, with "
+            "train_only / gradient_checkpointing to fit memory; or use the TRL adapter "
+            "(stepgrpo_fast.integrations.trl.StepGRPOTrainer), which gathers a ZeRO-3 head"
+        )
 
 
 def _resolve_resume(
@@ -536,9 +613,11 @@ def _resolve_resume(
     return None
 
 
-def _load_kwargs(config: TrainConfigBase, device: torch.device) -> dict[str, Any]:
+def _load_kwargs(
+    config: TrainConfigBase, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
     return dict(
-        torch_dtype=config.dtype,
+        torch_dtype=dtype,
         attn_implementation=None
         if config.attn_implementation == "auto"
         else config.attn_implementation,
@@ -564,11 +643,32 @@ def _optimizer_step(run: _Run, max_grad_norm: float) -> float:
     if not acc.sync_gradients:
         return float("nan")
     params = [p for p in run.objective.parameters() if p.requires_grad]
+    if run.grad_scaler is not None:
+        run.grad_scaler.unscale_(run.optimizer)  # clip the true gradients
     norm = acc.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-    run.optimizer.step()
+    if run.grad_scaler is not None:
+        run.grad_scaler.step(run.optimizer)  # skipped when the fp16 gradients overflowed
+        run.grad_scaler.update()
+    else:
+        run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return float(norm) if norm is not None else float("nan")  # DeepSpeed clips inside its engine
+
+
+def save_weights_as(model: torch.nn.Module, directory: Path, dtype: torch.dtype) -> None:
+    """save_pretrained ``model`` into ``directory`` with its floating weights cast to ``dtype``
+    (config.json says ``dtype``); the in-memory model (the fp32 masters) is left as it is."""
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.save_pretrained(directory, state_dict=state)
+    # save_pretrained records the in-memory parameters' dtype (fp32); record the written one
+    config_path = Path(directory) / "config.json"
+    saved = json.loads(config_path.read_text())
+    name = str(dtype).removeprefix("torch.")
+    for section in (saved, *(v for v in saved.values() if isinstance(v, dict))):
+        if "dtype" in section:
+            section["dtype"] = name
+    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def _mean_over(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Load Qwen2-VL / Qwen2.5-VL checkpoints and reach their decoder hidden states.
+"""Load Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints and reach their decoder hidden states.
 
 ``load_model_and_processor(path)`` takes any local checkpoint directory (a real one, or one written
 by ``stepgrpo_fast.data.tiny_model.build_tiny_checkpoint``) or a hub id, and returns
@@ -14,23 +14,28 @@ import json
 import os
 import pathlib
 
-SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+_CLASS_NAMES = {  # model_type -> (processor class, model class) in transformers
+    "qwen2_vl": ("Qwen2VLProcessor", "Qwen2VLForConditionalGeneration"),
+    "qwen2_5_vl": ("Qwen2_5_VLProcessor", "Qwen2_5_VLForConditionalGeneration"),
+    "qwen3_vl": ("Qwen3VLProcessor", "Qwen3VLForConditionalGeneration"),
+}
 
 _PROCESSOR_CLASSES: dict[str, type] = {}
 
 
 def processor_class(model_type: str) -> type:
-    """A Qwen2VLProcessor / Qwen2_5_VLProcessor subclass that accepts the PIL image processor and
-    no video processor (the stock classes type-check for the torchvision-based ones)."""
+    """A Qwen2VLProcessor / Qwen2_5_VLProcessor / Qwen3VLProcessor subclass that accepts the PIL
+    image processor and no video processor (the stock classes type-check for the
+    torchvision-based ones)."""
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}"
         )
     if model_type not in _PROCESSOR_CLASSES:
-        if model_type == "qwen2_vl":
-            from transformers import Qwen2VLProcessor as base
-        else:
-            from transformers import Qwen2_5_VLProcessor as base
+        import transformers
+
+        base = getattr(transformers, _CLASS_NAMES[model_type][0])
 
         def check_argument_for_proper_class(self, argument_name, argument):
             if argument_name == "image_processor":
@@ -73,15 +78,13 @@ def processor_class(model_type: str) -> type:
 
 
 def _model_class(model_type: str):
-    if model_type == "qwen2_vl":
-        from transformers import Qwen2VLForConditionalGeneration
+    import transformers
 
-        return Qwen2VLForConditionalGeneration
-    if model_type == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
-        return Qwen2_5_VLForConditionalGeneration
-    raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+    if model_type not in _CLASS_NAMES:
+        raise ValueError(
+            f"unsupported model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}"
+        )
+    return getattr(transformers, _CLASS_NAMES[model_type][1])
 
 
 def resolve_device(device=None):
@@ -113,6 +116,60 @@ def resolve_dtype(torch_dtype, device):
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"torch_dtype {torch_dtype!r} is not a floating-point torch dtype")
     return dtype
+
+
+class Precision:
+    """How a training run holds and computes its weights.
+
+    weight_dtype:  the trained parameters and the AdamW state (fp32 masters unless the run asks
+                   for low-precision weights)
+    compute_dtype: what the forward passes run in; autocast when it differs from weight_dtype
+    """
+
+    def __init__(self, weight_dtype, compute_dtype, device_type: str) -> None:
+        self.weight_dtype = weight_dtype
+        self.compute_dtype = compute_dtype
+        self.device_type = device_type
+
+    @property
+    def mixed(self) -> bool:
+        return self.weight_dtype != self.compute_dtype
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        import torch
+
+        return self.mixed and self.compute_dtype == torch.float16
+
+    def autocast(self):
+        """torch.autocast to compute_dtype for mixed precision, a no-op context otherwise."""
+        import contextlib
+
+        import torch
+
+        if not self.mixed:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.compute_dtype)
+
+    def __repr__(self) -> str:
+        return f"Precision(weights={self.weight_dtype}, compute={self.compute_dtype})"
+
+
+def resolve_precision(dtype, device, *, low_precision_weights: bool = False) -> Precision:
+    """Training precision for a configured ``dtype`` ("auto", "float32", "bfloat16", "float16").
+
+    bf16 / fp16 -> fp32 master weights + autocast to that dtype (as HF Trainer's bf16=True),
+    or, with ``low_precision_weights``, the weights themselves in that dtype (no autocast).
+    """
+    import torch
+
+    device = resolve_device(device)
+    compute = resolve_dtype(dtype, device)
+    if compute not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype {dtype!r}: training supports float32, bfloat16 and float16")
+    if low_precision_weights or compute == torch.float32:
+        return Precision(compute, compute, device.type)
+    return Precision(torch.float32, compute, device.type)
 
 
 def resolve_attn_implementation(attn_implementation, device):
@@ -211,7 +268,8 @@ def load_model_and_processor(
     max_pixels=None,
     trust_remote_code=False,
 ):
-    """Load a Qwen2-VL / Qwen2.5-VL checkpoint -> (model in eval mode on ``device``, processor).
+    """Load a Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint -> (model in eval mode on ``device``,
+    processor).
 
     torch_dtype: None/"auto" = bf16 on CUDA, fp32 on CPU. attn_implementation: None =
     flash_attention_2 on CUDA when flash_attn is installed, else sdpa. min_pixels/max_pixels

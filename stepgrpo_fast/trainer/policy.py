@@ -16,6 +16,7 @@ the whole loss computation inside one ``forward`` and synchronises the gradients
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -109,6 +110,32 @@ def build_policy_batch(
     return PolicyBatch(inputs, p, completion_ids, completion_mask, advantages.float())
 
 
+def head_operands(
+    hidden: torch.Tensor, head: nn.Linear
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(hidden, weight, bias) in the one dtype the fused head ops need.
+
+    Under autocast that is the autocast dtype (what autocast would run the LM head's matmul in:
+    fp32 master weights are cast, differentiably, so their gradient arrives in fp32); otherwise
+    the weight's dtype. Call the fused op under :func:`no_autocast` so its forward and backward
+    both see these dtypes.
+    """
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+    else:
+        dtype = head.weight.dtype
+    bias = None if head.bias is None else head.bias.to(dtype)
+    return hidden.to(dtype), head.weight.to(dtype), bias
+
+
+def no_autocast(device: torch.device):
+    """Autocast off for the fused ops (their inputs are cast by :func:`head_operands`)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def completion_hidden_states(model: nn.Module, batch: PolicyBatch) -> torch.Tensor:
     """[N, C, H]: the hidden state that predicts each completion token."""
     hidden = decoder_hidden_states(model, **batch.model_inputs)  # [N, P+C, H]
@@ -123,16 +150,11 @@ def completion_logprobs(
     """log pi(completion_t | prefix) / T-tempered, [N, C] float32, no grad (reference / old)."""
     from stepgrpo_fast.functional import linear_logprobs
 
-    head = lm_head(model)
-    hidden = completion_hidden_states(model, batch)
-    return linear_logprobs(
-        hidden,
-        head.weight,
-        batch.completion_ids,
-        bias=head.bias,
-        temperature=temperature,
-        impl=impl,
-    ).float()
+    hidden, weight, bias = head_operands(completion_hidden_states(model, batch), lm_head(model))
+    with no_autocast(hidden.device):
+        return linear_logprobs(
+            hidden, weight, batch.completion_ids, bias=bias, temperature=temperature, impl=impl
+        ).float()
 
 
 def sft_nll(
@@ -151,9 +173,9 @@ def sft_nll(
     keep = targets != -100
     if not bool(keep.any()):
         raise ValueError("SFT batch has no label tokens (every label is -100)")
-    h = hidden[:, :-1][keep]  # [T, H]
-    head = lm_head(model)
-    logp = linear_logprobs(h, head.weight, targets[keep], bias=head.bias, impl=impl)  # [T]
+    h, weight, bias = head_operands(hidden[:, :-1][keep], lm_head(model))  # h [T, H]
+    with no_autocast(h.device):
+        logp = linear_logprobs(h, weight, targets[keep], bias=bias, impl=impl).float()  # [T]
     loss = -logp.mean()
     return loss, {"nll": loss.detach(), "num_label_tokens": keep.sum().detach().float()}
 
@@ -163,6 +185,9 @@ class PolicyObjective(nn.Module):
 
     forward(batch: PolicyBatch)          -> (GRPO loss, metrics)
     forward(sft_inputs=dict, sft=True)   -> (NLL, metrics)
+
+    precision: a :class:`~stepgrpo_fast.trainer.modeling.Precision`; mixed precision runs the
+    forward under its autocast (fp32 master weights, bf16 / fp16 compute).
     """
 
     def __init__(
@@ -176,9 +201,11 @@ class PolicyObjective(nn.Module):
         loss_type: str = "grpo",
         max_completion_length: int | None = None,
         impl: str = "auto",
+        precision: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.precision = precision
         self.beta = beta
         self.epsilon_low = epsilon_low
         self.epsilon_high = epsilon_high
@@ -194,20 +221,31 @@ class PolicyObjective(nn.Module):
         sft_inputs: dict[str, Any] | None = None,
         sft: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if sft:
-            return sft_nll(self.model, sft_inputs, impl=self.impl)
-        return self.grpo(batch)
+        precision = self.precision
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            if sft:
+                return sft_nll(self.model, sft_inputs, impl=self.impl)
+            return self.grpo(batch)
 
     def grpo(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from stepgrpo_fast.functional import linear_grpo_loss
-
         if self.beta > 0 and batch.ref_logp is None:
             raise ValueError("beta > 0 needs batch.ref_logp (reference log-probs)")
-        head = lm_head(self.model)
-        hidden = completion_hidden_states(self.model, batch)  # [N, C, H]
-        loss, metrics = linear_grpo_loss(
+        hidden, weight, bias = head_operands(  # hidden [N, C, H]
+            completion_hidden_states(self.model, batch), lm_head(self.model)
+        )
+        with no_autocast(hidden.device):
+            loss, metrics = self._fused_loss(hidden, weight, bias, batch)
+        return loss, {
+            k: (v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
+            for k, v in metrics.items()
+        }
+
+    def _fused_loss(self, hidden, weight, bias, batch: PolicyBatch):
+        from stepgrpo_fast.functional import linear_grpo_loss
+
+        return linear_grpo_loss(
             hidden,
-            head.weight,
+            weight,
             batch.completion_ids,
             batch.completion_mask,
             batch.advantages,
@@ -219,13 +257,35 @@ class PolicyObjective(nn.Module):
             temperature=self.temperature,
             loss_type=self.loss_type,
             max_completion_length=self.max_completion_length,
-            bias=head.bias,
+            bias=bias,
             impl=self.impl,
         )
-        return loss, {
-            k: (v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
-            for k, v in metrics.items()
-        }
+
+
+def train_only(model: nn.Module, patterns: list[str]) -> int:
+    """Freeze every parameter whose name matches none of ``patterns`` (re.search); returns how
+    many parameter tensors stay trainable. Raises ValueError when a pattern matches nothing."""
+    import re
+
+    compiled = [re.compile(p) for p in patterns]
+    hits = {p.pattern: 0 for p in compiled}
+    trainable = 0
+    for name, param in model.named_parameters():
+        matched = [c.pattern for c in compiled if c.search(name)]
+        for pattern in matched:
+            hits[pattern] += 1
+        if matched and param.requires_grad:
+            trainable += 1
+        else:
+            param.requires_grad_(False)
+    unmatched = [p for p, n in hits.items() if n == 0]
+    if unmatched:
+        names = [n for n, _ in model.named_parameters()]
+        raise ValueError(
+            f"train_only pattern(s) {unmatched} match no parameter of {type(model).__name__} "
+            f"(names look like {names[0]!r} ... {names[-1]!r})"
+        )
+    return trainable
 
 
 def freeze_vision_tower(model: nn.Module) -> int:

@@ -2,13 +2,19 @@
 
     prompt inputs (B prompts)  --repeat each M times-->  (B*M rows)  --generate-->  completions
 
-Sampling is ``softmax(logits / temperature)`` with optional top-k / top-p. Two samplers:
+Sampling is exactly ``softmax(logits / temperature)`` with the configured top-k / top-p (what the
+loss assumes), by the Gumbel-max trick inside our own logits processor; HF then picks the argmax.
 
 * ``row_seeds`` given (the trainer's default): every row owns a torch.Generator seeded from
-  its seed and samples by the Gumbel-max trick inside a logits processor (HF then picks the
-  argmax). A row's completion then depends only on (its seed, its prompt, the weights): not on
+  its seed. A row's completion then depends only on (its seed, its prompt, the weights): not on
   the batch it shares, the number of processes, or where a run was resumed.
-* ``row_seeds=None``: HF's own ``do_sample=True`` path, drawing from the global torch RNG.
+* ``row_seeds=None``: the noise comes from the global torch RNG.
+
+The checkpoint's generation_config.json never reaches the sampler: ``model.generate`` fills every
+option a call leaves unset from it (Qwen's Instruct checkpoints ship top_k 1, top_p 0.001,
+temperature 0.01, repetition_penalty 1.05; others no_repeat_ngram_size), so generation runs with
+a neutral ``model.generation_config`` swapped in and HF's own warpers off. A repetition penalty is
+applied only when the caller passes one (it biases the policy gradient: the loss does not see it).
 
 The completion mask covers tokens up to AND including the first EOS; rows that hit
 ``max_new_tokens`` without an EOS are kept whole.
@@ -16,8 +22,9 @@ The completion mask covers tokens up to AND including the first EOS; rows that h
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -140,12 +147,36 @@ def completion_mask_from_eos(
     return (positions <= first_eos.unsqueeze(1)).long()
 
 
-class SeededGumbelSampler:
-    """Logits processor that turns greedy decoding into per-row seeded sampling.
+class GumbelSampler:
+    """Logits processor that turns greedy decoding into sampling from the global torch RNG.
 
-    scores [N, V] -> scores / T (+ top-k / top-p filter to -inf) + Gumbel(0, 1) noise drawn from
-    row r's own generator, so argmax(out[r]) ~ softmax(filtered scores[r] / T).
+    scores [N, V] -> scores / T (+ top-k / top-p filter to -inf) + Gumbel(0, 1) noise, so
+    argmax(out[r]) ~ softmax(filtered scores[r] / T).
     """
+
+    def __init__(self, temperature: float, top_k: int = 0, top_p: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k < 0 or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got {top_k}, {top_p}")
+        self.temperature = float(temperature)
+        self.top_k = int(top_k)
+        self.top_p = float(top_p)
+
+    def uniform(self, scores: torch.Tensor) -> torch.Tensor:
+        """[N, V] uniform(0, 1) noise."""
+        return torch.rand(scores.shape, device=scores.device)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        scores = _filter_top_k_top_p(scores, self.top_k, self.top_p)
+        uniform = self.uniform(scores)
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))
+        return scores + gumbel
+
+
+class SeededGumbelSampler(GumbelSampler):
+    """:class:`GumbelSampler` whose row r draws its noise from its own generator (seed r)."""
 
     def __init__(
         self,
@@ -155,28 +186,40 @@ class SeededGumbelSampler:
         top_p: float = 1.0,
         device: torch.device | str = "cpu",
     ) -> None:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.top_k = int(top_k)
-        self.top_p = float(top_p)
+        super().__init__(temperature, top_k, top_p)
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds]
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def uniform(self, scores: torch.Tensor) -> torch.Tensor:
         if scores.shape[0] != len(self.generators):
             raise ValueError(
                 f"sampler has {len(self.generators)} row seeds but got {scores.shape[0]} rows"
             )
-        scores = scores.float() / self.temperature
-        scores = _filter_top_k_top_p(scores, self.top_k, self.top_p)
-        uniform = torch.stack(
+        return torch.stack(
             [
                 torch.rand(scores.shape[1], generator=g, device=scores.device)
                 for g in self.generators
             ]
         )
-        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))
-        return scores + gumbel
+
+
+@contextlib.contextmanager
+def neutral_generation_config(model: Any) -> Iterator[None]:
+    """Swap in a GenerationConfig that holds nothing but the checkpoint's special-token ids, so
+    ``generate`` cannot fill unset options (top_k, top_p, temperature, repetition_penalty,
+    no_repeat_ngram_size, ...) from the checkpoint's generation_config.json."""
+    from transformers import GenerationConfig
+
+    saved = getattr(model, "generation_config", None)
+    keep = {
+        k: getattr(saved, k)
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+        if getattr(saved, k, None) is not None
+    }
+    model.generation_config = GenerationConfig(**keep)
+    try:
+        yield
+    finally:
+        model.generation_config = saved
 
 
 def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -242,15 +285,19 @@ def generate_rollouts(
     row_seeds: Sequence[int] | None = None,
     vision_start_token_id: int | None = None,
     suppress_token_ids: Sequence[int] | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Rollout:
     """Generate ``num_generations`` completions for each of the B prompts in ``prompt_inputs``.
 
     prompt_inputs: encode_prompts(...) output, left-padded: input_ids / attention_mask [B, P]
                    (+ pixel_values, image_grid_thw, mm_token_type_ids ...), on the model's device
-    row_seeds:     B*M seeds for the per-row sampler, or None for HF's global-RNG sampling
+    row_seeds:     B*M seeds for the per-row sampler, or None for noise from the global torch RNG
     do_sample:     False -> greedy (num_generations identical rows; used by evaluation)
     suppress_token_ids: ids never sampled; default: the model's image / video placeholder
                    tokens (a sampled placeholder would break the next forward's image-feature count)
+    repetition_penalty: HF's CTRL-style penalty, 1.0 = off. Sampling then no longer follows the
+                   policy the loss scores; the trainer warns when it is configured.
+    The checkpoint's generation_config.json is ignored except for its special-token ids.
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -262,8 +309,9 @@ def generate_rollouts(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     if suppress_token_ids is None:
         suppress_token_ids = vision_placeholder_ids(model)
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
     processors = LogitsProcessorList()
-    use_hf_sampling = do_sample and row_seeds is None
     if do_sample and row_seeds is not None:
         if len(row_seeds) != rows:
             raise ValueError(
@@ -274,13 +322,18 @@ def generate_rollouts(
                 row_seeds, temperature, top_k, top_p, device=inputs["input_ids"].device
             )
         )
+    elif do_sample:
+        processors.append(GumbelSampler(temperature, top_k, top_p))
+    # HF decodes greedily over the sampler's perturbed scores; every option that could change
+    # the distribution is set explicitly (and the checkpoint's defaults are swapped out).
     gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=use_hf_sampling,
-        temperature=temperature if use_hf_sampling else None,
-        top_k=(top_k or None) if use_hf_sampling else None,
-        top_p=top_p if use_hf_sampling else None,
+        min_new_tokens=0,
+        do_sample=False,
         num_beams=1,
+        repetition_penalty=float(repetition_penalty),
+        no_repeat_ngram_size=0,
+        bad_words_ids=None,
         eos_token_id=eos_ids,
         pad_token_id=pad_id,
         suppress_tokens=list(suppress_token_ids) or None,
@@ -288,7 +341,10 @@ def generate_rollouts(
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(**inputs, generation_config=gen_config, logits_processor=processors)
+        with neutral_generation_config(model):
+            out = model.generate(
+                **inputs, generation_config=gen_config, logits_processor=processors
+            )
     finally:
         model.train(was_training)
     sequences = out if isinstance(out, torch.Tensor) else out.sequences

@@ -18,7 +18,8 @@ def test_rl_defaults_are_the_released_recipe():
     assert c.beta == 0.04 and c.epsilon_low == 0.2 and c.epsilon_high == 0.2
     assert c.num_iterations == 1 and c.max_grad_norm == 1.0 and c.loss_type == "grpo"
     assert c.reward_weights == [1.0, 1.0] and c.reward_mode == "paper" and c.alpha == 0.1
-    assert c.max_pixels == 400_000 and c.freeze_vision is True
+    assert c.max_pixels == 400_000
+    assert c.freeze_vision is False  # the released RL trains every parameter
     assert c.report_to == "none"
 
 

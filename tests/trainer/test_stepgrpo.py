@@ -48,7 +48,9 @@ def _config(tiny_ckpt, synthetic_data, out, **overrides):
 
 @pytest.fixture(scope="module")
 def rl_run(tiny_ckpt, synthetic_data, tmp_path_factory):
-    config = _config(tiny_ckpt, synthetic_data, tmp_path_factory.mktemp("rl"))
+    config = _config(  # freeze_vision: the tower must stay as it was (RL's default trains it)
+        tiny_ckpt, synthetic_data, tmp_path_factory.mktemp("rl"), freeze_vision=True
+    )
     return config, run_stepgrpo(config)
 
 
