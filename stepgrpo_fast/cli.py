@@ -15,7 +15,8 @@ COMMANDS = {
     "train": ("stepgrpo_fast.trainer.cli:add_train_arguments:run_train",
               "StepGRPO online RL from a YAML config"),
     "eval": ("stepgrpo_fast.trainer.cli:add_eval_arguments:run_eval",
-             "greedy eval of a checkpoint: accuracy, validity, key-step match, reward"),
+             "greedy eval of a checkpoint (accuracy, validity, key-step match, reward); "
+             "--format mathvista|mcq|open: benchmark accuracy, also of given completions"),
     "reward": ("stepgrpo_fast.rewards.cli", "score completions in a JSONL file with StepRAR/StepRVR"),
     "keysteps": ("stepgrpo_fast.keysteps.cli", "extract StepRAR key steps from the reference reasoning of a JSONL file"),
     "bench": ("stepgrpo_fast.bench.cli", "run the benchmark suite (same runner as python -m bench)"),

@@ -3,6 +3,8 @@
     stepgrpo sft   --config sft.yaml      [--set key=value ...] [--resume [CHECKPOINT]]
     stepgrpo train --config stepgrpo.yaml [--set key=value ...] [--resume [CHECKPOINT]]
     stepgrpo eval  --model DIR --data FILE.jsonl [--max-new-tokens N] [--predictions OUT.jsonl]
+    stepgrpo eval  --format mathvista|mcq|open --data BENCH.json
+                   (--model DIR [--prompt training|released] | --completions FILE.jsonl)
 
 Both training commands run the same under ``accelerate launch [--config_file ...] -m
 stepgrpo_fast.cli train ...``. Heavy imports (torch, transformers) happen inside the run_*
@@ -52,10 +54,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="checkpoint directory (e.g. OUTPUT/final_model)"
+        "--model", default=None,
+        help="checkpoint directory (e.g. OUTPUT/final_model); not needed with --completions",
     )
     parser.add_argument(
-        "--data", required=True, help="JSON / JSONL records (STEPGRPO_SPEC.md section 5)"
+        "--data", required=True,
+        help="JSON / JSONL records (STEPGRPO_SPEC.md section 5; with --format: the benchmark's "
+        "own records, e.g. MathVista testmini)",
+    )
+    parser.add_argument(
+        "--format", dest="benchmark_format", choices=("mathvista", "mcq", "open"), default=None,
+        help="score a benchmark file with that format's rules (accuracy per question type / "
+        "source) instead of the StepGRPO rewards",
+    )
+    parser.add_argument(
+        "--completions", default=None,
+        help="with --format: score these {\"pid\", \"completion\"} JSONL lines instead of "
+        "generating (no model loaded, no image opened)",
+    )
+    parser.add_argument(
+        "--prompt", choices=("training", "released"), default="training",
+        help="with --format and --model: the training reasoning prompt or our wording of the "
+        "released evaluator's (both ask for the ### layout)",
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=1024)
@@ -107,22 +127,51 @@ def run_train(args: argparse.Namespace) -> int:
     return _train("stepgrpo", args)
 
 
+def _eval_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from stepgrpo_fast.trainer.evaluate import evaluate_benchmark
+
+    if args.completions is not None and args.model is not None:
+        raise ValueError("give --model or --completions, not both")
+    if args.completions is None and args.model is None:
+        raise ValueError("--format needs --model DIR (generate) or --completions FILE (score)")
+    return evaluate_benchmark(
+        args.data,
+        args.benchmark_format,
+        completions_path=args.completions,
+        model_dir=args.model,
+        prompt=args.prompt,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        predictions_path=args.predictions,
+        device=args.device,
+        max_pixels=args.max_pixels,
+    )
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from stepgrpo_fast.trainer.evaluate import evaluate
 
     try:
-        result = evaluate(
-            args.model,
-            args.data,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            reward_mode=args.reward_mode,
-            alpha=args.alpha,
-            limit=args.limit,
-            predictions_path=args.predictions,
-            device=args.device,
-            max_pixels=args.max_pixels,
-        )
+        if args.benchmark_format is not None:
+            result = _eval_benchmark(args)
+        elif args.completions is not None:
+            raise ValueError("--completions needs --format mathvista|mcq|open")
+        elif args.model is None:
+            raise ValueError("--model DIR is required (or --format ... --completions FILE)")
+        else:
+            result = evaluate(
+                args.model,
+                args.data,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+                reward_mode=args.reward_mode,
+                alpha=args.alpha,
+                limit=args.limit,
+                predictions_path=args.predictions,
+                device=args.device,
+                max_pixels=args.max_pixels,
+            )
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
