@@ -1,4 +1,4 @@
-// StepRVR: is a response complete and logical? (STEPGRPO_SPEC.md section 3)
+// StepRVR: is a response complete and logical? (docs/METHOD.md section 3)
 //
 // paper:    the sections of kinds Description / Rationales / Step / Final answer (paper-mode
 //           segmentation, other headers ignored) are exactly: one Description, one Rationales,

@@ -25,6 +25,8 @@ import os
 import pathlib
 from typing import Any
 
+from .tiny_model import CHAT_TEMPLATE
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 # Qwen2's pre-tokenizer split: contractions, letters, ONE digit at a time, punctuation runs,
@@ -152,30 +154,13 @@ HUB_NAMES = {
 
 # Qwen-style chat template: a default system turn for Qwen2(.5)-VL (as their templates add),
 # none for Qwen3-VL; image / video parts become <|vision_start|><|image_pad|><|vision_end|>.
-_CHAT_TEMPLATE = (
+_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(  # the tiny model's template + that system turn
+    "{%- for message in messages -%}",
     "{%- for message in messages -%}"
     "{%- if loop.first and message['role'] != 'system' and DEFAULT_SYSTEM -%}"
     "{{- '<|im_start|>system\\n' + DEFAULT_SYSTEM + '<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'video' or 'video' in part -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif 'text' in part -%}"
-    "{{- part['text'] -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
+    "{%- endif -%}",
+    1,
 )
 
 

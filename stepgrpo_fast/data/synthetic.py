@@ -5,7 +5,7 @@ Four problem kinds, each small enough for a tiny model to learn on a CPU:
   area     a rectangle with labelled sides; its area               when ``text_hints`` is True)
   count    coloured shapes; how many have the asked colour          (needs the image)
   compare  two bars A and B; which is taller                        (needs the image)
-Each problem has the answer, a reference reasoning in the exact "###" layout of STEPGRPO_SPEC.md
+Each problem has the answer, a reference reasoning in the exact "###" layout of docs/METHOD.md
 §2 and key steps with several equivalent surface forms ("3 + 4 = 7", "3+4=7", "seven").
 
 ``write_dataset(out_dir, seed=..., n_sft=..., n_rl=..., n_eval=...)`` writes sft/rl/eval JSONL

@@ -1,4 +1,4 @@
-"""StepRAR, the step-wise reasoning accuracy reward (STEPGRPO_SPEC.md section 3)."""
+"""StepRAR, the step-wise reasoning accuracy reward (docs/METHOD.md section 3)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -41,7 +41,7 @@ QUESTION_TYPES = ("multi_choice", "free_form")
 ANSWER_TYPES = ("integer", "float", "text", "list")
 
 # Our wording of the released evaluator's reasoning prompt: the same ### layout the rewards
-# score (STEPGRPO_SPEC.md section 2), asked for as a walk-through of the problem.
+# score (docs/METHOD.md section 2), asked for as a walk-through of the problem.
 RELEASED_EVAL_PROMPT = (
     "Work through this problem about the image carefully and show your reasoning in this layout. "
     "Under \"### Image Description:\" say what the image shows that matters for the question. "

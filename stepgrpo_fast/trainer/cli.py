@@ -59,7 +59,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data", required=True,
-        help="JSON / JSONL records (STEPGRPO_SPEC.md section 5; with --format: the benchmark's "
+        help="JSON / JSONL records (docs/METHOD.md section 5; with --format: the benchmark's "
         "own records, e.g. MathVista testmini)",
     )
     parser.add_argument(

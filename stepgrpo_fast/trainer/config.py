@@ -1,4 +1,4 @@
-"""Training configuration: SFT warm-up and StepGRPO online RL (STEPGRPO_SPEC.md sections 1 and 4).
+"""Training configuration: SFT warm-up and StepGRPO online RL (docs/METHOD.md sections 1 and 4).
 
 Both configs are plain dataclasses loaded from YAML with ``--set key=value`` overrides:
 

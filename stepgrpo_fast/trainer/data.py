@@ -1,6 +1,6 @@
 """Training records: loading + validation (spec §5), chat prompts, and tensor encoding.
 
-``load_records`` reads JSON (a list) or JSONL in either layout of STEPGRPO_SPEC.md §5 and checks
+``load_records`` reads JSON (a list) or JSONL in either layout of docs/METHOD.md §5 and checks
 every record (image file readable, question/solution present, key_steps well-typed) before
 returning, raising ValueError that names file:line and the field. ``encode_prompts`` builds
 left-padded generation inputs, ``encode_sft`` right-padded inputs with labels on the response only.

@@ -1,4 +1,4 @@
-"""The two training loops: SFT warm-up and StepGRPO online RL (STEPGRPO_SPEC.md sections 1-4).
+"""The two training loops: SFT warm-up and StepGRPO online RL (docs/METHOD.md sections 1-4).
 
 Both run unchanged on one process or under ``accelerate launch --num_processes N`` (DDP over
 gloo on CPU, NCCL on GPU): every process takes its own slice of each global batch, gradients are

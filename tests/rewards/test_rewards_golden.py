@@ -1,4 +1,4 @@
-"""Golden cases for every rule of STEPGRPO_SPEC.md section 3, both modes, with the active backend
+"""Golden cases for every rule of docs/METHOD.md section 3, both modes, with the active backend
 (CI runs this file with the C++ extension and again with STEPGRPO_DISABLE_EXT=1)."""
 import pytest
 from rewards_cases import GOOD, KEY_STEPS, response
