@@ -63,7 +63,6 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
     for step in range(run.start_step, run.total_steps):
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
         micro_metrics: list[dict[str, float]] = []
-        label_tokens = 0.0
         # 2. G micro-batches of B examples on every process; one optimizer step after the last.
         #    The objective is the mean NLL over the label tokens of the whole global batch (all
         #    micro-batches, all processes; HF Trainer's num_items_in_batch), so the update does
@@ -78,6 +77,7 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
             for micro in range(config.gradient_accumulation_steps)
         ]
         micro_tokens = [int((x["labels"][:, 1:] != -100).sum()) for x in micro_inputs]
+        label_tokens = sum(micro_tokens)  # this process's, for tokens_per_s
         # label tokens of the global batch per (micro-batch x process)
         tokens_per_slice = _sum_across_processes(acc, sum(micro_tokens)) / (
             config.gradient_accumulation_steps * acc.num_processes
@@ -93,7 +93,6 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
                 acc.backward(run.scaled(loss))  # scaled by 1/G inside (and the fp16 loss scale)
                 grad_norm = _optimizer_step(run, config.max_grad_norm)  # no-op until the G-th
             micro_metrics.append({"loss": loss.item()})
-            label_tokens += metrics["num_label_tokens"].item()
         step_time = time.perf_counter() - t0
         logged = _mean_over(micro_metrics)
         logged.update(grad_norm=grad_norm, tokens_per_s=label_tokens / max(step_time, 1e-9))
