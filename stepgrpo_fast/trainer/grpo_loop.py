@@ -1,0 +1,207 @@
+"""StepGRPO online RL: the training step, top to bottom (docs/METHOD.md sections 3-4).
+
+Shapes: B = per_device_batch_size prompts, M = num_generations, N = B*M completions,
+P = prompt length, C = completion length, G = gradient_accumulation_steps.
+
+For every step and each of its G micro-batches (on every process):
+
+    o_{i,1..M} ~ pi_theta(. | q_i, image_i)                  rollouts, softmax(logits / T) (+ top-k/p)
+    r_ij  = w_acc StepRAR(o_ij) + w_val StepRVR(o_ij)        (+ extra rewards)
+    A_ij  = (r_ij - mean_j r_ij) / (std_j r_ij + eps)        advantage_scale "group" ("batch": the
+                                                             std of the whole global batch)
+    ratio_t = pi_theta(o_t | o_<t) / pi_old(o_t | o_<t)      (1 with gradient when num_iterations == 1)
+    l_t   = -min(ratio_t A, clip(ratio_t, 1-eps_low, 1+eps_high) A) + beta KL_k3(pi_theta || pi_ref)_t
+    loss  = sum_t w_t l_t                                    w_t from loss_type (formulas.token_weights)
+
+The loss is computed by functional.linear_grpo_loss straight from the last hidden states and
+lm_head.weight (never [N*C, V] logits); the readable statement it is tested against is
+reference/grpo_loss.py (grpo_loss_reference on log-probs, linear_grpo_loss_naive on logits).
+pi_ref is the frozen starting model; pi_old is the policy that sampled (one update per rollout
+by default, so ratio = 1 and the gradient is the REINFORCE one with the KL term).
+
+Rollout sampling is seeded per completion from (seed, step, position in the global batch,
+sample index): a resumed or re-sharded run draws the same completions.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+from stepgrpo_fast.trainer.config import StepGRPOConfig
+from stepgrpo_fast.trainer.data import encode_prompts, load_records
+from stepgrpo_fast.trainer.episodes import (
+    build_episodes,
+    global_batch_advantages,
+    load_extra_rewards,
+)
+from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes
+from stepgrpo_fast.trainer.modeling import load_model_and_processor
+from stepgrpo_fast.trainer.policy import build_policy_batch, completion_logprobs
+from stepgrpo_fast.trainer.rollout import derive_seed, generate_rollouts
+from stepgrpo_fast.trainer.run import load_kwargs, optimizer_step, start_run, to_device
+
+RL_BAR_KEYS = ("reward", "kl", "step_time")
+RL_CURVE_KEYS = ("reward", "reward_accuracy", "reward_validity", "key_step_match")
+
+
+def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
+    """Online RL with StepRAR + StepRVR rewards and group-relative advantages; returns a summary."""
+    # 1. every record validated before any model is loaded
+    records = load_records(config.train_data, require_response=False)
+    if config.repetition_penalty != 1.0:
+        warnings.warn(
+            f"repetition_penalty={config.repetition_penalty:g}: rollouts are then not sampled from "
+            "the policy the loss scores (softmax(logits / temperature)), which biases the policy "
+            "gradient; 1.0 turns it off",
+            stacklevel=2,
+        )
+    extra_rewards = load_extra_rewards(config.extra_reward_funcs, config.extra_reward_weights)
+    run = start_run(
+        config,
+        records,
+        bar_keys=RL_BAR_KEYS,
+        curve_keys=RL_CURVE_KEYS,
+        resume=resume,
+        objective_kwargs=dict(
+            beta=config.beta,
+            epsilon_low=config.epsilon_low,
+            epsilon_high=config.epsilon_high,
+            temperature=config.temperature,
+            loss_type=config.loss_type,
+            max_completion_length=config.max_new_tokens,
+        ),
+    )
+    acc, device = run.accelerator, run.accelerator.device
+    M, G = config.num_generations, config.gradient_accumulation_steps
+
+    # 2. the reference policy: a frozen copy of the STARTING model (also when resuming)
+    ref_model = None
+    if config.beta > 0:
+        ref_model, _ = load_model_and_processor(  # frozen: held in the compute dtype
+            config.model_name_or_path, **load_kwargs(config, device, run.precision.compute_dtype)
+        )
+        ref_model.requires_grad_(False).eval()
+
+    policy_model = acc.unwrap_model(run.objective).model
+    tokenizer = run.processor.tokenizer
+    vision_start = getattr(policy_model.config, "vision_start_token_id", None)
+
+    for step in range(run.start_step, run.total_steps):
+        t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
+        batches, episode_metrics, micro_episodes = [], [], []
+        generated_tokens = 0
+        # 3. rollouts: G micro-batches of B prompts x M samples on every process
+        for micro in range(G):
+            batch_records, positions = run.slice(step, micro)
+            prompt_inputs = to_device(
+                encode_prompts(run.processor, batch_records, template=config.prompt_template),
+                device,
+            )  # input_ids [B, P]
+            seeds = [derive_seed(config.seed, step, pos, j) for pos in positions for j in range(M)]
+            with run.precision.autocast():
+                rollout = generate_rollouts(  # completion_ids [N, C]
+                    policy_model,
+                    tokenizer,
+                    prompt_inputs,
+                    num_generations=M,
+                    max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature,
+                    top_k=config.top_k,
+                    top_p=config.top_p,
+                    row_seeds=seeds,
+                    vision_start_token_id=vision_start,
+                    repetition_penalty=config.repetition_penalty,
+                )
+            # 4. rewards r = w_acc * StepRAR + w_val * StepRVR  ->  group-relative advantages [N]
+            episodes = build_episodes(
+                rollout.texts,
+                batch_records,
+                num_generations=M,
+                reward_weights=config.reward_weights,
+                mode=config.reward_mode,
+                alpha=config.alpha,
+                advantage_scale=config.advantage_scale,
+                extra_rewards=extra_rewards,
+            )
+            batch = build_policy_batch(
+                rollout.prompt_inputs,
+                rollout.completion_ids,
+                rollout.completion_mask,
+                episodes.advantages.to(device),
+            )
+            # 5. reference log-probs [N, C] (frozen start model) and old log-probs when reused
+            with run.precision.autocast():
+                if ref_model is not None:
+                    batch.ref_logp = completion_logprobs(
+                        ref_model, batch, temperature=config.temperature, impl=config.impl
+                    )
+                if config.num_iterations > 1:
+                    batch.old_logp = completion_logprobs(
+                        policy_model, batch, temperature=config.temperature, impl=config.impl
+                    )
+            batches.append(batch)
+            lengths = rollout.completion_lengths.float()
+            generated_tokens += int(lengths.sum().item())
+            episode_metrics.append(
+                {
+                    **episodes.metrics(),
+                    "completion_length": lengths.mean().item(),
+                    "completion_length_max": lengths.max().item(),
+                }
+            )
+            micro_episodes.append(episodes)
+            if micro == 0:
+                first_prompt = (batch_records[0], rollout.texts[:M])
+
+        # 4b. advantage_scale "batch": one reward std over the whole global batch (all G
+        #     micro-batches, all processes), as TRL's scale_rewards="batch"
+        if config.advantage_scale == "batch":
+            gather = None if acc.num_processes == 1 else (lambda t: acc.gather(t.to(device)))
+            advantages = global_batch_advantages(
+                [e.reward for e in micro_episodes], M, gather=gather
+            )
+            for episodes, batch, adv in zip(micro_episodes, batches, advantages):
+                episodes.advantages = adv
+                batch.advantages = adv.to(device)
+        record, texts = first_prompt
+        samples = [
+            {
+                "question": record.question,
+                "solution": record.solution,
+                "completion": texts[j],
+                **micro_episodes[0].row(j),
+            }
+            for j in range(M)
+        ]
+
+        # 6. policy update(s): fused hidden-state GRPO loss, no logits tensor
+        loss_metrics: list[dict[str, float]] = []
+        grad_norms = []
+        for _ in range(config.num_iterations):
+            for batch in batches:
+                with acc.accumulate(run.objective):
+                    loss, metrics = run.objective(batch)
+                    acc.backward(run.scaled(loss))  # scaled by 1/G inside (+ fp16 loss scale)
+                    grad_norm = optimizer_step(run, config.max_grad_norm)  # no-op until the G-th
+                loss_metrics.append(
+                    {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
+                )
+            grad_norms.append(grad_norm)
+
+        # 7. metrics (averaged over micro-batches, then over processes) and checkpoint
+        step_time = time.perf_counter() - t0
+        logged = {
+            **mean_over(episode_metrics),
+            **mean_over(loss_metrics),
+            "grad_norm": sum(grad_norms) / len(grad_norms),
+            "tokens_per_s": generated_tokens / max(step_time, 1e-9),
+        }
+        logged = reduce_across_processes(acc, logged)
+        logged.update(learning_rate=lr, epoch=run.epoch_of(step + 1), step_time=step_time)
+        if config.sample_log_steps and (step + 1) % config.sample_log_steps == 0:
+            run.logger.log_samples(step + 1, samples)
+        run.after_step(step + 1, logged)
+
+    return run.finish()

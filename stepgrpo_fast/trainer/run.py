@@ -1,0 +1,415 @@
+"""The run lifecycle both loops share: start (model, optimizer, schedule, data order, resume),
+the per-step data slice, the optimizer step, checkpoints, the final model and evaluation.
+
+``start_run`` returns a :class:`Run`; the loops (sft_loop.py, grpo_loop.py) only iterate its
+steps. Data order: epoch e visits the records in ``randperm(len, seed + e)``; step s takes the
+next ``B x processes x gradient_accumulation_steps`` of them, so a checkpoint's data cursor is
+just its step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from stepgrpo_fast.trainer import checkpoint as ckpt
+from stepgrpo_fast.trainer.config import TrainConfigBase
+from stepgrpo_fast.trainer.data import load_records
+from stepgrpo_fast.trainer.evaluate import evaluate
+from stepgrpo_fast.trainer.logging import RunLogger
+from stepgrpo_fast.trainer.modeling import load_model_and_processor, resolve_precision
+from stepgrpo_fast.trainer.policy import PolicyObjective, freeze_vision_tower, train_only
+
+FINAL_MODEL_DIR = "final_model"
+
+
+@dataclass
+class Run:
+    config: TrainConfigBase
+    accelerator: Any
+    processor: Any
+    objective: Any
+    optimizer: Any
+    scheduler: Any
+    records: list
+    per_process_batch: int
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    logger: RunLogger
+    precision: Any = None  # modeling.Precision: weight / compute dtypes, autocast
+    grad_scaler: Any = None  # torch.amp.GradScaler for fp16 compute, else None
+    last_metrics: dict | None = None
+    last_saved: Path | None = None
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to backpropagate: times the fp16 loss scale when there is one."""
+        return loss if self.grad_scaler is None else self.grad_scaler.scale(loss)
+
+    # -- data -----------------------------------------------------------------------
+    def epoch_of(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    def slice(self, step: int, micro: int) -> tuple[list, list[int]]:
+        """This process's B records of micro-batch ``micro`` of ``step`` and their positions
+        in the step's global batch."""
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        order = epoch_order(len(self.records), self.config.seed, epoch)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        first = (micro * world + rank) * self.per_process_batch
+        positions = list(range(first, first + self.per_process_batch))
+        base = in_epoch * self.global_batch
+        return [self.records[order[base + p]] for p in positions], positions
+
+    # -- per step -------------------------------------------------------------------
+    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.last_metrics = metrics
+        if step % self.config.logging_steps == 0 or step == self.total_steps:
+            self.logger.log(step, metrics)
+        self.logger.advance()
+        save_every = self.config.save_steps
+        if (save_every and step % save_every == 0) or step == self.total_steps:
+            self.save(step)
+
+    def save(self, step: int) -> Path:
+        acc = self.accelerator
+        model = acc.unwrap_model(self.objective).model
+
+        def save_model(directory: Path) -> None:
+            model.save_pretrained(directory)
+            self.processor.save_pretrained(directory)
+
+        self.last_saved = ckpt.save_checkpoint(
+            self.config.output_dir,
+            step,
+            save_model=save_model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            grad_scaler=self.grad_scaler,
+            config_yaml=yaml.safe_dump(self.config.to_dict(), sort_keys=False),
+            trainer_state={
+                "epoch": self.epoch_of(step),
+                "global_batch": self.global_batch,
+                "samples_seen": step * self.global_batch,
+                "total_steps": self.total_steps,
+                "num_processes": acc.num_processes,
+                "kind": self.config.KIND,
+            },
+            keep_last=self.config.save_total_limit,
+            rank=acc.process_index,
+            is_main=acc.is_main_process,
+            barrier=acc.wait_for_everyone,
+        )
+        return self.last_saved
+
+    def finish(self) -> dict[str, Any]:
+        acc = self.accelerator
+        final_dir = Path(self.config.output_dir) / FINAL_MODEL_DIR
+        if acc.is_main_process and self.last_saved is not None:
+            # weights + processor only, ready for the next stage or `stepgrpo eval`
+            tmp = final_dir.with_name(final_dir.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            skip = ["optimizer.pt", "scheduler.pt", "rng_state_*", ckpt.MANIFEST, ckpt.GRAD_SCALER]
+            if self.precision.mixed:  # the checkpoint holds fp32 masters: rewrite the weights
+                skip += ["*.safetensors", "*.safetensors.index.json", "config.json"]
+            shutil.copytree(self.last_saved, tmp, ignore=shutil.ignore_patterns(*skip))
+            if self.precision.mixed:
+                model = acc.unwrap_model(self.objective).model
+                save_weights_as(model, tmp, self.precision.compute_dtype)
+            shutil.rmtree(final_dir, ignore_errors=True)
+            tmp.rename(final_dir)
+        cfg = self.config
+        eval_result = self.evaluate() if cfg.eval_data and cfg.eval_at_end else None
+        acc.wait_for_everyone()
+        curve = self.logger.close()
+        return {
+            "output_dir": self.config.output_dir,
+            "steps": self.total_steps,
+            "start_step": self.start_step,
+            "final_model": str(final_dir),
+            "last_checkpoint": str(self.last_saved) if self.last_saved else None,
+            "metrics": self.last_metrics,
+            "eval": eval_result,
+            "curve": str(curve) if curve else None,
+        }
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Greedy evaluation of the final policy on eval_data (main process; eval_results.json)."""
+
+        if not self.accelerator.is_main_process:
+            return None
+        cfg = self.config
+        model = self.accelerator.unwrap_model(self.objective).model
+        with self.precision.autocast():  # fp32 masters: evaluate in the compute dtype
+            result = evaluate(
+                cfg.output_dir,
+                cfg.eval_data,
+                model=model,
+                processor=self.processor,
+                batch_size=cfg.eval_batch_size,
+                max_new_tokens=cfg.eval_max_new_tokens,
+                reward_mode=getattr(cfg, "reward_mode", "paper"),
+                alpha=getattr(cfg, "alpha", 0.1),
+                reward_weights=getattr(cfg, "reward_weights", (1.0, 1.0)),
+                limit=cfg.eval_limit or None,
+                predictions_path=Path(cfg.output_dir) / "eval_predictions.jsonl",
+            )
+        (Path(cfg.output_dir) / "eval_results.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def start_run(
+    config: TrainConfigBase,
+    records: list,
+    *,
+    objective_kwargs: dict[str, Any],
+    bar_keys: Sequence[str],
+    curve_keys: Sequence[str],
+    resume: bool | str | None,
+) -> Run:
+    """Accelerator, model, optimizer, schedule, resume state and logger for either loop."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+
+    refuse_deepspeed(None)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # CPU: MULTI_CPU over gloo
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+    refuse_deepspeed(accelerator)  # (a CPU Accelerator would silently run a ZeRO config as DDP)
+    set_seed(config.seed)
+    if not config.model_name_or_path:
+        raise ValueError("model_name_or_path is not set")
+    precision = resolve_precision(
+        config.dtype, accelerator.device, low_precision_weights=config.low_precision_weights
+    )
+    if config.low_precision_weights and precision.weight_dtype != torch.float32:
+        warnings.warn(
+            f"low_precision_weights: weights and AdamW state are held in {precision.weight_dtype} "
+            "without fp32 masters; AdamW updates smaller than that dtype's spacing round to zero "
+            "(bf16 near 0.02: ~1e-4, vs learning_rate "
+            f"{config.learning_rate:g}), so training may barely move the weights",
+            stacklevel=2,
+        )
+    if config.eval_data:
+
+        load_records(config.eval_data)  # a bad eval file must fail now, not after training
+    world = accelerator.num_processes
+    per_process_batch = config.per_device_batch_size
+    global_batch = per_process_batch * world * config.gradient_accumulation_steps
+    steps_per_epoch = len(records) // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{config.train_data} has {len(records)} records, fewer than one global batch "
+            f"(per_device_batch_size {per_process_batch} x {world} processes x "
+            f"gradient_accumulation_steps {config.gradient_accumulation_steps} = {global_batch})"
+        )
+    total_steps = (
+        config.max_steps if config.max_steps > 0 else math.ceil(config.num_epochs * steps_per_epoch)
+    )
+
+    # where to start: a verified checkpoint or the configured model
+    resume_from = resolve_resume(config, resume, accelerator)
+    model_path = str(resume_from) if resume_from is not None else config.model_name_or_path
+    model, processor = load_model_and_processor(  # fp32 masters unless low_precision_weights
+        model_path, **load_kwargs(config, accelerator.device, precision.weight_dtype)
+    )
+    model.train()
+    if config.freeze_vision:
+        freeze_vision_tower(model)
+    if config.train_only:
+        train_only(model, config.train_only)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
+    updates = total_steps * getattr(config, "num_iterations", 1)
+    scheduler = get_scheduler(
+        config.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(round(config.warmup_ratio * updates)),
+        num_training_steps=updates,
+    )
+    objective = PolicyObjective(model, impl=config.impl, precision=precision, **objective_kwargs)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    grad_scaler = (
+        torch.amp.GradScaler(accelerator.device.type) if precision.needs_grad_scaler else None
+    )
+
+    start_step = 0
+    if resume_from is not None:
+        state = ckpt.load_checkpoint_state(
+            resume_from,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            grad_scaler=grad_scaler,
+            rank=accelerator.process_index,
+            map_location=accelerator.device,
+        )
+        if state.get("global_batch") != global_batch:
+            raise ValueError(
+                f"cannot resume {resume_from}: it was trained with a global batch of "
+                f"{state.get('global_batch')}, this run has {global_batch}"
+            )
+        start_step = int(state["step"])
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        config.to_yaml(Path(config.output_dir) / "config.yaml")
+    logger = RunLogger(
+        config.output_dir,
+        enabled=accelerator.is_main_process,
+        total_steps=total_steps,
+        start_step=start_step,
+        resume=resume_from is not None,
+        report_to=config.report_to,
+        run_name=config.run_name,
+        config=config.to_dict(),
+        progress_bar=config.progress_bar,
+        bar_keys=tuple(bar_keys),
+        curve_keys=tuple(curve_keys),
+    )
+    accelerator.wait_for_everyone()
+    return Run(
+        config,
+        accelerator,
+        processor,
+        objective,
+        optimizer,
+        scheduler,
+        records,
+        per_process_batch,
+        global_batch,
+        steps_per_epoch,
+        total_steps,
+        start_step,
+        logger,
+        precision=precision,
+        grad_scaler=grad_scaler,
+        last_saved=resume_from,
+    )
+
+
+def refuse_deepspeed(accelerator: Any = None) -> None:
+    """The native trainer runs on one process or DDP (``accelerate launch``, NCCL / gloo);
+    DeepSpeed ZeRO-2/3 (``accelerate launch`` with a DeepSpeed config sets
+    ACCELERATE_USE_DEEPSPEED, or an Accelerator of type DEEPSPEED) is refused with a ValueError."""
+    from accelerate.utils import DistributedType
+
+    from_env = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
+    from_accelerator = (
+        accelerator is not None and accelerator.distributed_type == DistributedType.DEEPSPEED
+    )
+    if from_env or from_accelerator:
+        raise ValueError(
+            "the native trainer (stepgrpo sft / train) does not support DeepSpeed ZeRO-2/3: its "
+            "checkpoints save the optimizer state of process 0 only (a ZeRO shard), so a resume "
+            "would load one shard on every process, and the fused log-prob ops read lm_head.weight "
+            "directly (a ZeRO-3 partition is empty). Launch with a DDP config instead, e.g. "
+            "accelerate launch --config_file stepgrpo_fast/configs/accelerate/ddp.yaml, with "
+            "train_only / gradient_checkpointing to fit memory; or use the TRL adapter "
+            "(stepgrpo_fast.integrations.trl.StepGRPOTrainer), which gathers a ZeRO-3 head"
+        )
+
+
+def resolve_resume(
+    config: TrainConfigBase, resume: bool | str | None, accelerator: Any
+) -> Path | None:
+    """resume=True: latest verified checkpoint in output_dir (None when there is none);
+    resume=PATH: that checkpoint; falsy: fresh start (refused over existing checkpoints)."""
+    out = Path(config.output_dir)
+    if isinstance(resume, (str, Path)) and str(resume) not in ("", "latest"):
+        path = Path(resume)
+        ckpt.verify_checkpoint(path)
+        return path
+    if resume:
+        found = ckpt.find_resume_checkpoint(out)
+        if found is None and accelerator.is_main_process:
+            print(
+                f"[stepgrpo] --resume: no checkpoint in {out}, "
+                f"starting from {config.model_name_or_path}"
+            )
+        return found
+    if ckpt.list_checkpoints(out):
+        raise ValueError(
+            f"{out} already holds checkpoints ({ckpt.list_checkpoints(out)[-1].name}); "
+            "pass --resume to continue, or choose another output_dir"
+        )
+    return None
+
+
+def load_kwargs(
+    config: TrainConfigBase, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    return dict(
+        torch_dtype=dtype,
+        attn_implementation=None
+        if config.attn_implementation == "auto"
+        else config.attn_implementation,
+        device=device,
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+    )
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def to_device(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def optimizer_step(run: Run, max_grad_norm: float) -> float:
+    """Clip + step + schedule + zero on the last micro-batch of an accumulation window (inside
+    ``accelerator.accumulate``); returns the pre-clip grad norm there, nan elsewhere."""
+    acc = run.accelerator
+    if not acc.sync_gradients:
+        return float("nan")
+    params = [p for p in run.objective.parameters() if p.requires_grad]
+    if run.grad_scaler is not None:
+        run.grad_scaler.unscale_(run.optimizer)  # clip the true gradients
+    norm = acc.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if run.grad_scaler is not None:
+        run.grad_scaler.step(run.optimizer)  # skipped when the fp16 gradients overflowed
+        run.grad_scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return float(norm) if norm is not None else float("nan")  # DeepSpeed clips inside its engine
+
+
+def save_weights_as(model: torch.nn.Module, directory: Path, dtype: torch.dtype) -> None:
+    """save_pretrained ``model`` into ``directory`` with its floating weights cast to ``dtype``
+    (config.json says ``dtype``); the in-memory model (the fp32 masters) is left as it is."""
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.save_pretrained(directory, state_dict=state)
+    # save_pretrained records the in-memory parameters' dtype (fp32); record the written one
+    config_path = Path(directory) / "config.json"
+    saved = json.loads(config_path.read_text())
+    name = str(dtype).removeprefix("torch.")
+    for section in (saved, *(v for v in saved.values() if isinstance(v, dict))):
+        if "dtype" in section:
+            section["dtype"] = name
+    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
