@@ -16,7 +16,6 @@ Only the reward callables work without TRL installed; everything else imports it
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import types
@@ -24,6 +23,14 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+
+from stepgrpo_fast.lm_head import (  # noqa: F401 - head_logprobs is public here too
+    effective_temperature,
+    gathered_head,
+    head_logprobs,
+    output_head,
+    unwrap_model,
+)
 
 SUPPORTED_TRL = "1.16."
 """TRL release series the subclass is tested with (it patches TRL private hooks)."""
@@ -53,8 +60,8 @@ class StepAccuracyReward:
     Dataset columns used: ``solution`` (required) and ``key_steps`` (optional; per row a list of
     groups or the released ``{"Steps": [...]}`` dict). Completions may be strings or TRL
     conversational lists. With TRL's ``log_metric`` it also logs, per batch,
-    ``<name>/key_step_fraction`` (mean k) and ``<name>/answer_correct`` (fraction whose
-    ``r_acc - alpha * k`` is 1, i.e. a correct final answer).
+    ``<name>/key_step_fraction`` (mean k) and ``<name>/answer_correct`` (fraction with a correct
+    final answer), both from ``rewards.step_accuracy_parts``.
     """
 
     def __init__(
@@ -81,7 +88,7 @@ class StepAccuracyReward:
             raise ValueError(
                 f"{self.__name__}: the dataset needs a 'solution' column (one per prompt)"
             )
-        scores = rewards.step_accuracy_reward(
+        parts = rewards.step_accuracy_parts(
             completions,
             solution,
             key_steps,
@@ -90,16 +97,12 @@ class StepAccuracyReward:
             num_threads=self.num_threads,
         )
         if log_metric is not None:
-            if key_steps is None:
-                fractions = [0.0] * len(scores)
-            else:
-                fractions = rewards.match_key_steps(
-                    completions, key_steps, mode=self.mode, num_threads=self.num_threads
-                )
-            correct = [1.0 if s - self.alpha * k > 0.5 else 0.0 for s, k in zip(scores, fractions)]
-            log_metric(f"{self.__name__}/key_step_fraction", _mean(fractions))
-            log_metric(f"{self.__name__}/answer_correct", _mean(correct))
-        return [float(s) for s in scores]
+            log_metric(f"{self.__name__}/key_step_fraction", _mean(parts.key_step_match))
+            log_metric(
+                f"{self.__name__}/answer_correct",
+                _mean([1.0 if ok else 0.0 for ok in parts.answer_correct]),
+            )
+        return [float(s) for s in parts.reward]
 
 
 class StepValidityReward:
@@ -157,168 +160,6 @@ def check_trl_version(version: str | None = None) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # The LM head: linear_logprobs on the last hidden states, ZeRO-3 / FSDP2 aware
-# ----------------------------------------------------------------------------------------------
-def _zero3_partitioned(*params) -> list:
-    """Parameters that DeepSpeed ZeRO-3 currently holds partitioned (empty until gathered)."""
-    try:
-        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
-    except ImportError:
-        return []
-    found = {}
-    for p in params:
-        if (
-            p is not None
-            and hasattr(p, "ds_id")
-            and getattr(p, "ds_status", None) != ZeroParamStatus.AVAILABLE
-        ):
-            found[id(p)] = p
-    return list(found.values())
-
-
-def _zero3_gather(params: list):
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-
-
-class _RegatheredLinearLogprobs(torch.autograd.Function):
-    """linear_logprobs for an LM head whose parameters exist only inside ``regather()`` (ZeRO-3).
-
-    ``apply`` runs inside ``regather()``. The backward enters ``regather()`` again, recomputes,
-    and accumulates the weight / bias gradients into the parameters *while they are gathered*
-    (a nested ``autograd.backward`` on the leaves, so DeepSpeed's gradient hooks see full-size
-    gradients exactly as after a module's own backward); nothing of size [V, H] is kept between
-    forward and backward. Only the hidden-state gradient flows back through the graph.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, regather, temperature, impl, compute_dtype):
-        ctx.regather, ctx.temperature, ctx.impl, ctx.compute_dtype = (
-            regather,
-            temperature,
-            impl,
-            compute_dtype,
-        )
-        ctx.weight, ctx.bias = weight, bias
-        ctx.save_for_backward(hidden, targets)
-        with torch.no_grad():
-            return _linear_logprobs(hidden, weight, bias, targets, temperature, impl, compute_dtype)
-
-    @staticmethod
-    def backward(ctx, grad_logp, grad_entropy):
-        hidden, targets = ctx.saved_tensors
-        params = [t for t in (ctx.weight, ctx.bias) if t is not None and t.requires_grad]
-        grad_hidden = None
-        with ctx.regather():
-            with torch.enable_grad():
-                h = hidden.detach().requires_grad_(ctx.needs_input_grad[0])
-                leaves = {id(p): p.detach().requires_grad_() for p in params}
-                w = leaves.get(id(ctx.weight), ctx.weight.detach())
-                b = None if ctx.bias is None else leaves.get(id(ctx.bias), ctx.bias.detach())
-                logp, entropy = _linear_logprobs(
-                    h, w, b, targets, ctx.temperature, ctx.impl, ctx.compute_dtype
-                )
-                wanted = ([h] if h.requires_grad else []) + list(leaves.values())
-                grads = torch.autograd.grad(
-                    (logp, entropy),
-                    wanted,
-                    (
-                        torch.zeros_like(logp) if grad_logp is None else grad_logp,
-                        torch.zeros_like(entropy) if grad_entropy is None else grad_entropy,
-                    ),
-                    allow_unused=True,
-                )
-            if h.requires_grad:
-                grad_hidden, grads = grads[0], grads[1:]
-            pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
-            if pairs:
-                torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
-        return grad_hidden, None, None, None, None, None, None, None
-
-
-def _linear_logprobs(
-    hidden, weight, bias, targets, temperature, impl, compute_dtype, want_entropy=True
-):
-    """(logp, entropy or None) fp32 [N], GEMM inputs cast to ``compute_dtype`` (the op accumulates in fp32)."""
-    import stepgrpo_fast as sg
-
-    if compute_dtype is not None:
-        hidden, weight = hidden.to(compute_dtype), weight.to(compute_dtype)
-        bias = None if bias is None else bias.to(compute_dtype)
-    if want_entropy:
-        return sg.linear_logprobs(
-            hidden,
-            weight,
-            targets,
-            bias=bias,
-            temperature=temperature,
-            return_entropy=True,
-            impl=impl,
-        )
-    return sg.linear_logprobs(
-        hidden, weight, targets, bias=bias, temperature=temperature, impl=impl
-    ), None
-
-
-def head_logprobs(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    targets: torch.Tensor,
-    *,
-    temperature: float,
-    impl: str = "auto",
-    compute_dtype: torch.dtype | None = None,
-    regather: Callable | None = None,
-    want_entropy: bool = True,
-):
-    """Per-token log-probs and entropies of ``targets`` under ``softmax((hidden @ weight.T + bias) / T)``.
-
-    hidden [N, H], weight [V, H], bias [V] or None, targets int [N] -> (logp [N] fp32, entropy [N] fp32,
-    or None when not ``want_entropy``).
-    ``compute_dtype``: dtype the GEMM inputs are cast to (None: hidden is cast to weight's dtype).
-    ``regather``: a context-manager factory that materialises a partitioned weight (ZeRO-3); the
-    weight must already be materialised when this is called.
-    """
-    if compute_dtype is None and hidden.dtype != weight.dtype:
-        hidden = hidden.to(weight.dtype)
-    if regather is not None:
-        logp, entropy = _RegatheredLinearLogprobs.apply(
-            hidden, weight, bias, targets, regather, temperature, impl, compute_dtype
-        )
-        return logp, (entropy if want_entropy else None)
-    return _linear_logprobs(
-        hidden, weight, bias, targets, temperature, impl, compute_dtype, want_entropy
-    )
-
-
-def _unwrap(model):
-    """The PreTrainedModel inside DeepSpeed / DDP / PEFT wrappers."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # PEFT
-            model = model.get_base_model()
-        elif hasattr(model, "module") and isinstance(
-            model.module, torch.nn.Module
-        ):  # DDP, DeepSpeedEngine
-            model = model.module
-        else:
-            break
-    return model
-
-
-def _logit_scale(text_config) -> float:
-    for attr in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
-        value = getattr(text_config, attr, None)
-        if value is not None:
-            return float(value)
-    scaling = getattr(text_config, "logits_scaling", None)
-    if scaling is not None:
-        return float(scaling) if text_config.model_type == "hyperclovax" else 1.0 / float(scaling)
-    return 1.0
-
-
 def install_linear_logprobs_head(
     model,
     *,
@@ -337,20 +178,17 @@ def install_linear_logprobs_head(
     """
     from trl.trainer.utils import FusedCausalLMOutput
 
-    model = _unwrap(model)
+    model = unwrap_model(model)
     unsupported = [o for o in outputs if o not in ("log_probs", "entropy")]
     if unsupported:
         raise ValueError(
             f"install_linear_logprobs_head: outputs {unsupported} are not computed by linear_logprobs"
         )
-    text_config = model.config.get_text_config()
-    if getattr(text_config, "final_logit_softcapping", None) is not None:
-        raise ValueError(
-            f"{type(model).__name__} uses final_logit_softcapping, which linear_logprobs does not implement; "
-            "use trl.GRPOTrainer instead of StepGRPOTrainer for this model"
-        )
-    # logits * scale / T == logits / (T / scale)
-    effective_temperature = float(temperature) / _logit_scale(text_config)
+    try:  # logits * scale / T == logits / (T / scale)
+        effective = effective_temperature(model.config, temperature)
+    except ValueError as err:
+        raise ValueError(f"{type(model).__name__}: {err}; use trl.GRPOTrainer instead of "
+                         "StepGRPOTrainer for this model") from err
     want_entropy = "entropy" in outputs
     previous_forward = model.forward
     previous_code = getattr(
@@ -404,13 +242,9 @@ def install_linear_logprobs_head(
         else:
             hidden = backbone_out.last_hidden_state
             labels = shift_labels
-        lm_head = self.get_output_embeddings()
-        weight, bias = lm_head.weight, lm_head.bias
-        if type(weight).__name__ == "DTensor":  # FSDP2 shards the head
-            weight = weight.full_tensor()
-            bias = None if bias is None else bias.full_tensor()
-        hidden = hidden.to(weight.device)
-        labels = labels.to(weight.device)
+        head = output_head(self)
+        hidden = hidden.to(head.weight.device)
+        labels = labels.to(head.weight.device)
         mask = labels != -100
         rows, targets = hidden[mask], labels[mask]
         device_type = rows.device.type
@@ -422,12 +256,13 @@ def install_linear_logprobs_head(
             compute_dtype = torch.get_autocast_dtype(device_type)
         else:
             compute_dtype = None
-        partitioned = _zero3_partitioned(weight, bias)
-        gather = (lambda: _zero3_gather(partitioned)) if partitioned else contextlib.nullcontext
-        with torch.autocast(device_type, enabled=False), gather():
+        with (
+            torch.autocast(device_type, enabled=False),
+            gathered_head(head.weight, head.bias) as (weight, bias, regather),
+        ):
             if rows.shape[0] == 0:  # no label to score: a zero that keeps the graph connected
                 zero = rows.sum() * 0.0
-                if not partitioned:  # DDP wants a (zero) gradient for every parameter it tracks
+                if regather is None:  # DDP wants a (zero) gradient for every parameter it tracks
                     zero = zero + weight.sum() * 0.0
                 logp_rows = entropy_rows = zero.float().expand(0)
             else:
@@ -436,10 +271,10 @@ def install_linear_logprobs_head(
                     weight,
                     bias,
                     targets,
-                    temperature=effective_temperature,
+                    temperature=effective,
                     impl=impl,
                     compute_dtype=compute_dtype,
-                    regather=gather if partitioned else None,
+                    regather=regather,
                     want_entropy=want_entropy,
                 )
         log_probs = logp_rows.new_zeros(mask.shape).masked_scatter(mask, logp_rows)

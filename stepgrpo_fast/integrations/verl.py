@@ -196,7 +196,7 @@ def linear_cross_entropy(
     differentiable w.r.t. hidden and weight. A vocabulary-parallel ``dist_process_group`` (more
     than one rank) is not supported.
     """
-    import stepgrpo_fast as sg
+    from stepgrpo_fast.lm_head import head_logprobs
 
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
@@ -218,8 +218,8 @@ def linear_cross_entropy(
         )
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     flat_labels = labels.reshape(-1)
-    logprobs, entropy = sg.linear_logprobs(
-        flat_hidden, weight, flat_labels, temperature=float(temperature), return_entropy=True
+    logprobs, entropy = head_logprobs(  # the one LM-head path (stepgrpo_fast/lm_head.py)
+        flat_hidden, weight, None, flat_labels, temperature=float(temperature)
     )
     reduction = reduction.lower()
     if reduction == "sum":

@@ -300,23 +300,12 @@ def load_model_and_processor(
     return model, processor
 
 
-def unwrap_model(model):
-    """The bare HF model under DDP / DeepSpeed / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
-
-
 def lm_head(model):
-    """The output embedding (nn.Linear, weight [V, H]) of a causal VLM."""
-    import torch
+    """The output embedding (nn.Linear, weight [V, H]) of a causal VLM, through any wrapper
+    (DDP / DeepSpeed / compile / PEFT: stepgrpo_fast.lm_head, the one head lookup)."""
+    from stepgrpo_fast.lm_head import output_head
 
-    head = unwrap_model(model).get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
-        raise TypeError(f"expected the output embedding to be nn.Linear, got {type(head).__name__}")
-    return head
+    return output_head(model)
 
 
 _IGNORED_INPUTS = ("labels", "logits_to_keep", "use_cache", "return_dict")
@@ -330,6 +319,8 @@ def decoder_hidden_states(model, **inputs):
     not given. Runs the vision tower, so gradients reach it unless it is frozen.
     """
     import torch
+
+    from stepgrpo_fast.lm_head import unwrap_model
 
     bare = unwrap_model(model)
     kwargs = {k: v for k, v in inputs.items() if k not in _IGNORED_INPUTS and v is not None}

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stepgrpo_fast.lm_head import effective_temperature, unwrap_model
 from stepgrpo_fast.trainer.modeling import decoder_hidden_states, lm_head
 
 ROW_KEYS_EXTENDED_WITH_ZEROS = ("mm_token_type_ids", "token_type_ids")
@@ -129,6 +130,11 @@ def head_operands(
     return hidden.to(dtype), head.weight.to(dtype), bias
 
 
+def _scaled_temperature(model: nn.Module, temperature: float) -> float:
+    """T for the fused ops so they score softmax(logits(model) / T) (the model's logit scale)."""
+    return effective_temperature(unwrap_model(model).config, temperature)
+
+
 def no_autocast(device: torch.device):
     """Autocast off for the fused ops (their inputs are cast by :func:`head_operands`)."""
     if torch.is_autocast_enabled(device.type):
@@ -153,7 +159,8 @@ def completion_logprobs(
     hidden, weight, bias = head_operands(completion_hidden_states(model, batch), lm_head(model))
     with no_autocast(hidden.device):
         return linear_logprobs(
-            hidden, weight, batch.completion_ids, bias=bias, temperature=temperature, impl=impl
+            hidden, weight, batch.completion_ids, bias=bias,
+            temperature=_scaled_temperature(model, temperature), impl=impl,
         ).float()
 
 
@@ -175,7 +182,10 @@ def sft_nll(
         raise ValueError("SFT batch has no label tokens (every label is -100)")
     h, weight, bias = head_operands(hidden[:, :-1][keep], lm_head(model))  # h [T, H]
     with no_autocast(h.device):
-        logp = linear_logprobs(h, weight, targets[keep], bias=bias, impl=impl).float()  # [T]
+        logp = linear_logprobs(  # [T]
+            h, weight, targets[keep], bias=bias,
+            temperature=_scaled_temperature(model, 1.0), impl=impl,
+        ).float()
     loss = -logp.mean()
     return loss, {"nll": loss.detach(), "num_label_tokens": keep.sum().detach().float()}
 
@@ -254,7 +264,7 @@ class PolicyObjective(nn.Module):
             beta=self.beta,
             epsilon_low=self.epsilon_low,
             epsilon_high=self.epsilon_high,
-            temperature=self.temperature,
+            temperature=_scaled_temperature(self.model, self.temperature),
             loss_type=self.loss_type,
             max_completion_length=self.max_completion_length,
             bias=bias,
