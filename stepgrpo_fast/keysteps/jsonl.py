@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from stepgrpo_fast.rewards.matching import canonical_key_steps
+from stepgrpo_fast.textio import read_utf8_text
 
 from .clauses import step_bodies
 from .quality import Quality
@@ -73,12 +74,7 @@ class _Row:
 
 def read_rows(path: pathlib.Path, reasoning_field: str, skip_missing: bool) -> list[_Row]:
     """Parse and check every line; raises ValueError listing the bad FILE:LINE entries."""
-    if not path.is_file():
-        raise ValueError(f"--data {str(path)!r}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
+    text = read_utf8_text(path, missing=f"--data {str(path)!r}: no such file")
     rows, errors = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -16,10 +16,11 @@ too). Every problem is reported with its file:line; pids are compared as strings
 """
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Iterator
 from typing import Any
+
+from stepgrpo_fast import textio
 
 from . import answer_forms as forms
 from .benchmark_formats import (
@@ -223,79 +224,5 @@ def _parse_item(raw: Any, key: str | None, fmt: str, where: str) -> BenchmarkIte
 def iter_json_records(path: pathlib.Path) -> Iterator[tuple[int, str | None, Any]]:
     """Yield (line, key, value) per record of a JSONL file, a JSON list (key None) or a JSON
     object of records (key = the record's name). Bad JSON -> ValueError naming file:line."""
-    if not path.is_file():
-        raise ValueError(f"file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        yield from _iter_container(path, text, "[", "]")
-    elif stripped.startswith("{") and _is_single_object(text):
-        yield from _iter_container(path, text, "{", "}")
-    else:
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield line_no, None, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f"{path}:{line_no}: bad JSON ({err.msg} at column {err.colno})"
-                    ) from err
-
-
-def _is_single_object(text: str) -> bool:
-    """A file holding one JSON object whose values are all objects (pid -> record), as opposed
-    to JSONL with one record per line."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(v, dict) for v in value.values()
-    )
-
-
-def _iter_container(path: pathlib.Path, text: str, opening: str, closing: str):
-    decoder = json.JSONDecoder()
-    pos = text.index(opening) + 1
-
-    def line_of(i: int) -> int:
-        return text.count("\n", 0, i) + 1
-
-    def fail(msg: str, i: int):
-        raise ValueError(f"{path}:{line_of(i)}: bad JSON ({msg})")
-
-    def skip(i: int) -> int:
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    pos = skip(pos)
-    if pos < len(text) and text[pos] == closing:
-        return
-    while True:
-        pos = skip(pos)
-        key = None
-        try:
-            if opening == "{":
-                key, pos = decoder.raw_decode(text, pos)
-                pos = skip(pos)
-                if pos >= len(text) or text[pos] != ":":
-                    fail("expected ':' after a key", pos)
-                pos = skip(pos + 1)
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            fail(f"{err.msg} at column {err.colno}", err.pos)
-        yield line_of(pos), key, value
-        pos = skip(end)
-        if pos >= len(text):
-            fail(f"unterminated container: expected ',' or {closing!r}", pos)
-        if text[pos] == closing:
-            if text[pos + 1:].strip():
-                fail("extra data after the container", pos + 1)
-            return
-        if text[pos] != ",":
-            fail(f"expected ',' or {closing!r}, got {text[pos]!r}", pos)
-        pos += 1
+    return textio.iter_json_records(path, missing=f"file {str(path)!r} does not exist",
+                                    keyed=True)

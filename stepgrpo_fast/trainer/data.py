@@ -10,8 +10,9 @@ Prompts are never truncated (truncation can cut image tokens).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
+
+from stepgrpo_fast.textio import iter_json_records
 
 REASONING_PROMPT = (
     "Describe the image, give a rationale, then solve the problem in numbered steps. Use the headers "
@@ -42,14 +43,9 @@ def load_records(path, *, require_response: bool = False) -> list[Record]:
     file:line and field for each bad record (up to 10 listed).
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from err
     records, errors = [], []
-    for line, raw in _iter_raw_records(path, text):
+    missing = f"data file {str(path)!r} does not exist"
+    for line, _, raw in iter_json_records(path, missing=missing):
         where = f"{path}:{line}"
         try:
             records.append(
@@ -74,58 +70,6 @@ def load_records(path, *, require_response: bool = False) -> list[Record]:
     if not records:
         raise ValueError(f"{path}: no records")
     return records
-
-
-def _iter_raw_records(path: pathlib.Path, text: str):
-    """Yield (line number, decoded JSON value) for each record; bad JSON -> ValueError file:line."""
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        yield from _iter_json_list(path, text)
-        return
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield line_no, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}:{line_no}: bad JSON ({err.msg} at column {err.colno})"
-            ) from err
-
-
-def _iter_json_list(path: pathlib.Path, text: str):
-    decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
-
-    def skip_ws(i):
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def fail(msg, i):
-        line = text.count("\n", 0, i) + 1
-        raise ValueError(f"{path}:{line}: bad JSON ({msg})")
-
-    pos = skip_ws(pos)
-    if pos < len(text) and text[pos] == "]":
-        return
-    while True:
-        pos = skip_ws(pos)
-        try:
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            fail(f"{err.msg} at column {err.colno}", err.pos)
-        yield text.count("\n", 0, pos) + 1, value
-        pos = skip_ws(end)
-        if pos >= len(text):
-            fail("unterminated list: expected ',' or ']'", pos)
-        if text[pos] == "]":
-            if text[pos + 1 :].strip():
-                fail("extra data after the list", pos + 1)
-            return
-        if text[pos] != ",":
-            fail(f"expected ',' or ']', got {text[pos]!r}", pos)
-        pos += 1
 
 
 def _first_present(raw: dict, names: tuple[str, ...]):

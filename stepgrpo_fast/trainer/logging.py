@@ -42,6 +42,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (``path``: the file, or the run's output_dir) in the
+    order they were logged; [] when there is no file. A line torn by a kill mid-write ends the
+    rows (as on resume)."""
+    path = Path(path)
+    return _read_jsonl(path / METRICS_JSONL if path.is_dir() else path)
+
+
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with open(path, "w") as f:
         for row in rows:

@@ -101,15 +101,9 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "did you mean num_generations" in capsys.readouterr().err
 
 
-def test_too_few_records_for_one_global_batch(tmp_path, synthetic_data, tiny_ckpt):
+def test_too_few_records_for_one_global_batch(tmp_path, synthetic_data, tiny_rl_config):
     data = _write(tmp_path / "train.jsonl", _good_rows(synthetic_data, n=3))
-    config = StepGRPOConfig(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(data),
-        output_dir=str(tmp_path / "o"),
-        per_device_batch_size=4,
-        progress_bar=False,
-    )
+    config = tiny_rl_config(tmp_path / "o", train_data=str(data), per_device_batch_size=4)
     with pytest.raises(ValueError, match="has 3 records, fewer than one global batch"):
         run_stepgrpo(config)
 
@@ -120,27 +114,16 @@ def _tree_bytes(path):
     }
 
 
-def test_corrupt_checkpoint_on_resume(tmp_path, tiny_ckpt, synthetic_data, capsys):
+def test_corrupt_checkpoint_on_resume(tmp_path, tiny_rl_config, capsys):
     out = tmp_path / "run"
-    base = dict(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(out),
-        num_generations=2,
-        max_new_tokens=8,
-        per_device_batch_size=2,
-        save_steps=1,
-        beta=0.0,
-        progress_bar=False,
-        sample_log_steps=0,
-    )
-    run_stepgrpo(StepGRPOConfig(**base, max_steps=2))
+    base = dict(max_new_tokens=8, save_steps=1, beta=0.0)
+    run_stepgrpo(tiny_rl_config(out, **base, max_steps=2))
     good, bad = out / "checkpoint-1", out / "checkpoint-2"
     weights = bad / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a torn write
     good_before = _tree_bytes(good)
 
-    longer = StepGRPOConfig(**base, max_steps=3)
+    longer = tiny_rl_config(out, **base, max_steps=3)
     with pytest.raises(CorruptCheckpointError) as info:
         run_stepgrpo(longer, resume=True)
     message = str(info.value)
@@ -149,15 +132,8 @@ def test_corrupt_checkpoint_on_resume(tmp_path, tiny_ckpt, synthetic_data, capsy
     assert _tree_bytes(good) == good_before
 
     # the CLI says the same in one line and exits 2
-    code = main(
-        [
-            "train",
-            *sum((["--set", f"{k}={v}"] for k, v in base.items()), []),
-            "--set",
-            "max_steps=3",
-            "--resume",
-        ]
-    )
+    longer.to_yaml(tmp_path / "longer.yaml")
+    code = main(["train", "--config", str(tmp_path / "longer.yaml"), "--resume"])
     assert code == 2 and "corrupt" in capsys.readouterr().err
     assert _tree_bytes(good) == good_before
 
@@ -169,13 +145,8 @@ def test_corrupt_checkpoint_on_resume(tmp_path, tiny_ckpt, synthetic_data, capsy
     assert steps == [1, 2, 3]
 
 
-def test_resume_path_must_be_a_checkpoint(tmp_path, tiny_ckpt, synthetic_data):
-    config = StepGRPOConfig(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(tmp_path / "o"),
-        progress_bar=False,
-    )
+def test_resume_path_must_be_a_checkpoint(tmp_path, tiny_ckpt, tiny_rl_config):
+    config = tiny_rl_config(tmp_path / "o")
     fake = tmp_path / "checkpoint-9"
     shutil.copytree(tiny_ckpt, fake)  # a model dir, but no manifest
     with pytest.raises(CorruptCheckpointError, match="manifest.json is missing"):

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from safetensors.torch import load_file
 
 from subprocess_env import ROOT, subprocess_env
@@ -25,27 +24,17 @@ def _metrics(out):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path, tiny_ckpt, synthetic_data):
+def test_two_processes_match_one_process(tmp_path, tiny_ckpt, tiny_rl_config):
     config = tmp_path / "rl.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model_name_or_path": str(tiny_ckpt),
-                "train_data": str(synthetic_data["rl"]),
-                "num_generations": 2,
-                "max_new_tokens": 16,
-                "max_steps": 2,
-                "learning_rate": 1e-3,
-                "beta": 0.04,
-                "save_steps": 0,
-                "sample_log_steps": 0,
-                "progress_bar": False,
-                "seed": 1,
-                "extra_reward_funcs": ["test_stepgrpo:digit_share"],
-                "extra_reward_weights": [1.0],
-            }
-        )
-    )
+    tiny_rl_config(  # output_dir and per_device_batch_size: set on each command line
+        tmp_path,
+        max_steps=2,
+        learning_rate=1e-3,
+        beta=0.04,
+        seed=1,
+        extra_reward_funcs=["test_stepgrpo:digit_share"],
+        extra_reward_weights=[1.0],
+    ).to_yaml(config)
     one, two = tmp_path / "one", tmp_path / "two"
     train = ["-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config)]
     single = subprocess.Popen(

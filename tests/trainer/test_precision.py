@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from stepgrpo_fast.trainer.checkpoint import GRAD_SCALER, list_checkpoints
-from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
+from stepgrpo_fast.trainer.config import SFTConfig
 from stepgrpo_fast.trainer.loop import run_sft, run_stepgrpo
 from stepgrpo_fast.trainer.modeling import resolve_precision
 
@@ -127,22 +127,13 @@ def test_fp16_uses_a_grad_scaler_and_saves_it(tiny_ckpt, synthetic_data, tmp_pat
     assert {v.dtype for v in final.values()} == {torch.float16}
 
 
-def test_bf16_stepgrpo_step_moves_most_weights_at_lr_1e6(tiny_ckpt, synthetic_data, tmp_path):
+def test_bf16_stepgrpo_step_moves_most_weights_at_lr_1e6(tiny_rl_config, tiny_ckpt, tmp_path):
     """The released recipe (bf16, lr 1e-6): one RL step changes most 2-D masters (measured 80 %;
     with low_precision_weights 1.6 % of the bf16 weights change)."""
-    config = StepGRPOConfig(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(tmp_path),
+    config = tiny_rl_config(
+        tmp_path,
         dtype="bfloat16",
-        num_generations=2,
-        max_new_tokens=16,
-        per_device_batch_size=2,
-        max_steps=1,
         learning_rate=1e-6,
-        save_steps=0,
-        progress_bar=False,
-        seed=0,
         extra_reward_funcs=[DIGIT_REWARD],
         extra_reward_weights=[1.0],
     )

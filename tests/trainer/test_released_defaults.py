@@ -23,25 +23,14 @@ from stepgrpo_fast.trainer.modeling import load_processor
 DIGIT_REWARD = "test_stepgrpo:digit_share"
 
 
-def _rl(tiny_ckpt, synthetic_data, out, **overrides):
+def _rl(tiny_rl_config, out, **overrides):
     values = dict(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(out),
-        num_generations=2,
-        max_new_tokens=16,
-        per_device_batch_size=2,
-        max_steps=1,
         learning_rate=1e-3,
-        save_steps=0,
-        sample_log_steps=0,
-        progress_bar=False,
-        seed=0,
         extra_reward_funcs=[DIGIT_REWARD],
         extra_reward_weights=[1.0],
     )
     values.update(overrides)
-    return StepGRPOConfig(**values)
+    return tiny_rl_config(out, **values)
 
 
 # ------------------------------------------------------------------------- freeze_vision
@@ -52,8 +41,9 @@ def test_vision_defaults_rl_trains_it_sft_freezes_it():
     assert SFTConfig().freeze_vision is True
 
 
-def test_rl_step_moves_the_vision_tower_by_default(tiny_ckpt, synthetic_data, tmp_path):
-    summary = run_stepgrpo(_rl(tiny_ckpt, synthetic_data, tmp_path))
+def test_rl_step_moves_the_vision_tower_by_default(tiny_rl_config, tiny_ckpt, tmp_path):
+    default = StepGRPOConfig.freeze_vision  # the library's (configs/stepgrpo_tiny.yaml freezes it)
+    summary = run_stepgrpo(_rl(tiny_rl_config, tmp_path, freeze_vision=default))
     before = load_file(tiny_ckpt / "model.safetensors")
     after = load_file(f"{summary['final_model']}/model.safetensors")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -117,14 +107,13 @@ def test_batch_advantages_use_one_std_over_every_micro_batch_and_process():
 
 
 def test_batch_scale_gives_the_same_update_however_the_batch_is_split(
-    tiny_ckpt, synthetic_data, tmp_path
+    tiny_rl_config, tiny_ckpt, tmp_path
 ):
     kw = dict(advantage_scale="batch", freeze_vision=True)
-    one = run_stepgrpo(_rl(tiny_ckpt, synthetic_data, tmp_path / "one", **kw))
+    one = run_stepgrpo(_rl(tiny_rl_config, tmp_path / "one", **kw))
     two = run_stepgrpo(
         _rl(
-            tiny_ckpt,
-            synthetic_data,
+            tiny_rl_config,
             tmp_path / "two",
             per_device_batch_size=1,
             gradient_accumulation_steps=2,
@@ -140,9 +129,9 @@ def test_batch_scale_gives_the_same_update_however_the_batch_is_split(
 # ------------------------------------------------------------------------------- DeepSpeed
 
 
-def test_native_trainer_refuses_deepspeed(tiny_ckpt, synthetic_data, tmp_path, monkeypatch):
+def test_native_trainer_refuses_deepspeed(tiny_rl_config, tmp_path, monkeypatch):
     # what `accelerate launch --config_file configs/accelerate/zero2.yaml` sets in each process
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(ValueError, match="does not support DeepSpeed ZeRO-2/3.*ddp.yaml"):
-        run_stepgrpo(_rl(tiny_ckpt, synthetic_data, tmp_path))
+        run_stepgrpo(_rl(tiny_rl_config, tmp_path))
     assert not (tmp_path / "config.yaml").exists()  # refused before anything was loaded

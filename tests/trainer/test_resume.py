@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-import yaml
 from safetensors.torch import load_file
 
 from subprocess_env import ROOT, subprocess_env
@@ -18,28 +17,19 @@ TOTAL_STEPS = 4
 KILL_AFTER = 2
 
 
-def _write_config(path, tiny_ckpt, synthetic_data):
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "model_name_or_path": str(tiny_ckpt),
-                "train_data": str(synthetic_data["rl"]),
-                "num_generations": 2,
-                "max_new_tokens": 16,
-                "per_device_batch_size": 2,
-                "max_steps": TOTAL_STEPS,
-                "learning_rate": 1e-3,
-                "beta": 0.04,
-                "save_steps": 1,
-                "save_total_limit": 2,
-                "sample_log_steps": 1,
-                "progress_bar": False,
-                "seed": 3,
-                "extra_reward_funcs": ["test_stepgrpo:digit_share"],
-                "extra_reward_weights": [1.0],
-            }
-        )
-    )
+def _write_config(path, tiny_rl_config):
+    tiny_rl_config(  # output_dir: set on each command line
+        path.parent,
+        max_steps=TOTAL_STEPS,
+        learning_rate=1e-3,
+        beta=0.04,
+        save_steps=1,
+        save_total_limit=2,
+        sample_log_steps=1,
+        seed=3,
+        extra_reward_funcs=["test_stepgrpo:digit_share"],
+        extra_reward_weights=[1.0],
+    ).to_yaml(path)
 
 
 def _command(config, out, *extra):
@@ -67,9 +57,9 @@ def _metrics(out):
     return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt, synthetic_data):
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_rl_config):
     config = tmp_path / "rl.yaml"
-    _write_config(config, tiny_ckpt, synthetic_data)
+    _write_config(config, tiny_rl_config)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
 
     # the uninterrupted reference runs alongside (one thread each, same numerics)
@@ -122,24 +112,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt, synt
     assert not list(killed.glob(".tmp-checkpoint-*"))
 
 
-def test_resume_with_a_different_global_batch_is_refused(tmp_path, tiny_ckpt, synthetic_data):
-    from stepgrpo_fast.trainer.config import StepGRPOConfig
+def test_resume_with_a_different_global_batch_is_refused(tmp_path, tiny_rl_config):
     from stepgrpo_fast.trainer.loop import run_stepgrpo
 
-    base = dict(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(tmp_path),
-        num_generations=2,
-        max_new_tokens=8,
-        per_device_batch_size=2,
-        max_steps=1,
-        save_steps=1,
-        progress_bar=False,
-        beta=0.0,
-    )
-    run_stepgrpo(StepGRPOConfig(**base))
+    base = dict(max_new_tokens=8, save_steps=1, beta=0.0)
+    run_stepgrpo(tiny_rl_config(tmp_path, **base))
     with pytest.raises(ValueError, match="global batch of 2, this run has 4"):
         run_stepgrpo(
-            StepGRPOConfig(**{**base, "per_device_batch_size": 4, "max_steps": 2}), resume=True
+            tiny_rl_config(tmp_path, **{**base, "per_device_batch_size": 4, "max_steps": 2}),
+            resume=True,
         )

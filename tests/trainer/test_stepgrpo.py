@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stepgrpo_fast.trainer.config import StepGRPOConfig
 from stepgrpo_fast.trainer.episodes import build_episodes, load_reward_function
 from stepgrpo_fast.trainer.loop import run_stepgrpo
 
@@ -24,32 +23,25 @@ def digit_share(completions, **kwargs):
     return [sum(ch.isdigit() for ch in text) / max(len(text), 1) for text in completions]
 
 
-def _config(tiny_ckpt, synthetic_data, out, **overrides):
+def _config(tiny_rl_config, out, **overrides):
     values = dict(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(out),
-        num_generations=2,
         max_new_tokens=24,
-        per_device_batch_size=2,
         max_steps=2,
         learning_rate=1e-3,
         save_steps=1,
         save_total_limit=2,
         sample_log_steps=1,
-        progress_bar=False,
-        seed=0,
         extra_reward_funcs=[DIGIT_REWARD],
         extra_reward_weights=[1.0],
     )
     values.update(overrides)
-    return StepGRPOConfig(**values)
+    return tiny_rl_config(out, **values)
 
 
 @pytest.fixture(scope="module")
-def rl_run(tiny_ckpt, synthetic_data, tmp_path_factory):
+def rl_run(tiny_rl_config, tmp_path_factory):
     config = _config(  # freeze_vision: the tower must stay as it was (RL's default trains it)
-        tiny_ckpt, synthetic_data, tmp_path_factory.mktemp("rl"), freeze_vision=True
+        tiny_rl_config, tmp_path_factory.mktemp("rl"), freeze_vision=True
     )
     return config, run_stepgrpo(config)
 
@@ -105,10 +97,9 @@ def test_every_metric_is_logged(rl_run):
     assert summary["curve"].endswith(".png")
 
 
-def test_num_iterations_reuses_rollouts_with_old_logprobs(tiny_ckpt, synthetic_data, tmp_path):
+def test_num_iterations_reuses_rollouts_with_old_logprobs(tiny_rl_config, tmp_path):
     config = _config(
-        tiny_ckpt,
-        synthetic_data,
+        tiny_rl_config,
         tmp_path,
         max_steps=1,
         num_iterations=2,
@@ -124,15 +115,14 @@ def test_num_iterations_reuses_rollouts_with_old_logprobs(tiny_ckpt, synthetic_d
     assert row["learning_rate"] == 5e-3
 
 
-def test_gradient_accumulation_matches_a_larger_batch(tiny_ckpt, synthetic_data, tmp_path):
+def test_gradient_accumulation_matches_a_larger_batch(tiny_rl_config, tmp_path):
     kw = dict(max_steps=1, save_steps=0, sample_log_steps=0)
     big = run_stepgrpo(
-        _config(tiny_ckpt, synthetic_data, tmp_path / "big", per_device_batch_size=4, **kw)
+        _config(tiny_rl_config, tmp_path / "big", per_device_batch_size=4, **kw)
     )
     acc = run_stepgrpo(
         _config(
-            tiny_ckpt,
-            synthetic_data,
+            tiny_rl_config,
             tmp_path / "acc",
             per_device_batch_size=2,
             gradient_accumulation_steps=2,
@@ -210,11 +200,11 @@ def test_episode_input_errors():
         load_reward_function(f"{__name__}:missing_fn")
 
 
-def test_qwen2_5_vl_step_and_final_eval(tiny_ckpt_25, synthetic_data, tmp_path):
+def test_qwen2_5_vl_step_and_final_eval(tiny_rl_config, tiny_ckpt_25, synthetic_data, tmp_path):
     config = _config(
-        tiny_ckpt_25,
-        synthetic_data,
+        tiny_rl_config,
         tmp_path,
+        model_name_or_path=str(tiny_ckpt_25),
         max_steps=1,
         save_steps=0,
         eval_data=str(synthetic_data["eval"]),

@@ -1,15 +1,18 @@
 """pytest-benchmark groups for the runner's cases (small shapes; the runner has the full ones):
 
-    python -m pytest bench -q --benchmark-only [--benchmark-group-by=group]
+    TRITON_INTERPRET=0 python -m pytest tests/bench -m bench -q --benchmark-only
 
-Not collected by the project's test command (pyproject testpaths = ["tests"]). Each group holds
-the same providers as the runner (stepgrpo_fast/bench), timed by pytest-benchmark on the same
-inputs.
+(add ``--benchmark-group-by=group`` to group the table). Marked ``bench``: skipped by the
+project's test command unless ``-m bench`` (or ``--benchmark-only``) selects them, and under the
+Triton interpreter (tests/bench/conftest.py). Each group holds the same providers as the runner
+(stepgrpo_fast/bench, also ``python -m bench``), timed by pytest-benchmark on the same inputs.
 """
 from __future__ import annotations
 
 import pytest
 import torch
+
+pytest.importorskip("pytest_benchmark")
 
 from stepgrpo_fast.bench import group_advantages, group_rewards, group_train_step
 from stepgrpo_fast.bench.linear_ops import (
@@ -21,7 +24,8 @@ from stepgrpo_fast.bench.linear_ops import (
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 notices
+pytestmark = [pytest.mark.bench,
+              pytest.mark.filterwarnings("ignore::FutureWarning")]  # transformers 5 notices
 LINEAR_SHAPE = {"n": 1024, "h": 128, "v": 32768}
 
 

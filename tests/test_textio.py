@@ -1,0 +1,91 @@
+"""stepgrpo_fast.textio.read_utf8_text: the one reader of UTF-8 data files, and its three users."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stepgrpo_fast.textio import read_utf8_text
+
+
+def test_non_ascii_text_round_trips_and_newlines_read_as_lf(tmp_path):
+    text = '{"q": "Ω ≈ 3·π — naïve 数学 🙂"}\n{"q": "b"}\n'
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(text.replace("\n", "\r\n").encode())
+    assert read_utf8_text(f) == text
+    f.write_bytes(b"a\rb\r\nc")
+    assert read_utf8_text(str(f)) == "a\nb\nc"
+
+
+@pytest.mark.parametrize("prefix, line, column", [
+    (b"", 1, 1),
+    (b'{"a": "x"}\n{"a": "', 2, 8),
+    ('{"a": "é"}\r\n\r\n{"é": "'.encode(), 3, 9),  # columns count bytes; CRLF is one line end
+])
+def test_bad_byte_names_file_line_and_byte_column(tmp_path, prefix, line, column):
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(prefix + b'\xff"}\n{"a": 1}\n')
+    with pytest.raises(ValueError) as info:
+        read_utf8_text(f)
+    assert str(info.value) == (f"{f}:{line}: not UTF-8 text (byte 0xff at byte column {column}: "
+                               f"invalid start byte)")
+
+
+def test_truncated_multibyte_character_at_the_end(tmp_path):
+    f = tmp_path / "cut.json"
+    f.write_bytes("[1,\n2, 'é".encode()[:-1])
+    with pytest.raises(ValueError, match=r"cut.json:2: not UTF-8 text \(byte 0xc3 at byte column 5"):
+        read_utf8_text(f)
+
+
+def test_byte_order_mark_is_named_not_reported_as_bad_json(tmp_path):
+    f = tmp_path / "bom.json"
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"a": 1}]).encode())
+    with pytest.raises(ValueError, match=r"bom.json:1: starts with a UTF-8 byte-order mark"):
+        read_utf8_text(f)
+
+
+def test_missing_file_and_directory_use_the_callers_message(tmp_path):
+    with pytest.raises(ValueError, match=r"^file '.*nope.jsonl' does not exist$"):
+        read_utf8_text(tmp_path / "nope.jsonl")
+    with pytest.raises(ValueError, match=r"^--data 'x': no such file$"):
+        read_utf8_text(tmp_path, missing="--data 'x': no such file")
+
+
+def test_the_three_loaders_report_a_bad_byte_with_its_line(tmp_path):
+    from stepgrpo_fast.keysteps.jsonl import read_rows
+    from stepgrpo_fast.rewards.benchmark_records import load_benchmark
+    from stepgrpo_fast.trainer.data import load_records
+
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(b'{"a": 1}\n{"a": "\xfe"}\n')
+    for load in (lambda: load_records(f), lambda: read_rows(f, "reasoning", False),
+                 lambda: load_benchmark(f, "mcq")):
+        with pytest.raises(ValueError, match=rf"^{f}:2: not UTF-8 text \(byte 0xfe at byte column 8"):
+            load()
+
+
+def test_textio_and_its_torch_free_users_import_without_torch():
+    code = ("import sys\nsys.modules['torch'] = None\n"
+            "import stepgrpo_fast.textio, stepgrpo_fast.rewards.benchmark_records\n"
+            "import stepgrpo_fast.keysteps.jsonl, stepgrpo_fast.trainer.data\n")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_json_records_carry_their_line_in_each_layout(tmp_path):
+    from stepgrpo_fast.textio import iter_json_records
+
+    f = tmp_path / "d.json"
+    f.write_text('\n{"a": 1}\n\n{"a": 2}\n')
+    assert list(iter_json_records(f)) == [(2, None, {"a": 1}), (4, None, {"a": 2})]
+    f.write_text('[\n  {"a": 1},\n\n  {"a": 2}\n]\n')
+    assert list(iter_json_records(f)) == [(2, None, {"a": 1}), (4, None, {"a": 2})]
+    f.write_text('{\n "p1": {"a": 1},\n "p2": {"a": 2}\n}\n')
+    assert list(iter_json_records(f, keyed=True)) == [(2, "p1", {"a": 1}), (3, "p2", {"a": 2})]
+    with pytest.raises(ValueError, match=r"d.json:1: bad JSON \(Expecting property name"):
+        list(iter_json_records(f))  # not keyed: read as JSONL, whose line 1 is a lone "{"
+    f.write_text('[\n  {"a": 1},\n  {"a": 2}\n')
+    with pytest.raises(ValueError, match=r"d.json:4: bad JSON \(unterminated list: expected ','"):
+        list(iter_json_records(f))
