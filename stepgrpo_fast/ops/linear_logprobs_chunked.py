@@ -148,7 +148,9 @@ def chunked_linear_logprobs_forward(hidden: torch.Tensor, weight: torch.Tensor,
             if return_entropy:
                 torch.exp(z, out=e)
                 tile_sum = e.sum(1)
-                tile_ylogy = torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(c)
+                # e * y then torch's cascade sum: a [1, V] x [V, 1] bmm accumulates the whole
+                # row in one fp32 dot (rel. error 1e-5 at V = 151,936, entropy off by 4.6e-5)
+                tile_ylogy = e.mul_(z).sum(1)
             else:
                 z.exp_()
                 tile_sum = z.sum(1)

@@ -77,6 +77,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --format and --model: the training reasoning prompt or our wording of the "
         "released evaluator's (both ask for the ### layout)",
     )
+    parser.add_argument(
+        "--prompt-template", choices=("default", "r1vl"), default=None,
+        help="without --format: the user-turn layout (config prompt_template); default: the one "
+        "in the model dir's training_config.yaml / config.yaml, else 'default'",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--reward-mode", choices=("paper", "official"), default="paper")
@@ -171,6 +176,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 predictions_path=args.predictions,
                 device=args.device,
                 max_pixels=args.max_pixels,
+                prompt_template=args.prompt_template,
             )
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ def evaluate(
     max_pixels: int | None = None,
     model: Any = None,
     processor: Any = None,
+    prompt_template: str | None = None,
 ) -> dict[str, float]:
     """Greedy completions for every record of ``data_path`` -> mean metrics.
 
@@ -38,11 +39,12 @@ def evaluate(
     "reward_accuracy", "reward_validity", "completion_length"}. ``model``/``processor`` may be
     given to evaluate an in-memory model (then ``model_dir`` only labels the result).
     predictions_path: optional JSONL with one {"source", "question", "solution", "completion",
-    ...reward components} per record.
+    ...reward components} per record. prompt_template: "default" | "r1vl" (data.user_text);
+    None: the one the model was trained with (:func:`trained_prompt_template` of ``model_dir``).
     """
     import torch
 
-    from stepgrpo_fast.trainer.data import encode_prompts, load_records
+    from stepgrpo_fast.trainer.data import PROMPT_TEMPLATES, encode_prompts, load_records
     from stepgrpo_fast.trainer.episodes import score_completions
     from stepgrpo_fast.trainer.modeling import load_model_and_processor
 
@@ -50,6 +52,9 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(reward_weights) != 2:
         raise ValueError(f"reward_weights must be (accuracy, validity), got {reward_weights!r}")
+    template = trained_prompt_template(model_dir) if prompt_template is None else prompt_template
+    if template not in PROMPT_TEMPLATES:
+        raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {template!r}")
     records = load_records(data_path, require_response=False)
     if limit is not None:
         records = records[:limit]
@@ -64,7 +69,8 @@ def evaluate(
     elif processor is None:
         raise ValueError("evaluate(model=...) needs processor= too")
     texts, lengths = _greedy_completions(
-        model, processor, records, lambda chunk: encode_prompts(processor, chunk),
+        model, processor, records,
+        lambda chunk: encode_prompts(processor, chunk, template=template),
         batch_size=batch_size, max_new_tokens=max_new_tokens,
     )
 
@@ -104,6 +110,30 @@ def evaluate(
                     + "\n"
                 )
     return result
+
+
+def trained_prompt_template(model_dir: str | Path | None) -> str:
+    """The ``prompt_template`` a run wrote next to its weights: training_config.yaml (in every
+    checkpoint-N/ and final_model/) or config.yaml (the run's output_dir); "default" when
+    neither exists or names none. ValueError naming the file when it holds an unknown one."""
+    import yaml
+
+    from stepgrpo_fast.trainer.data import PROMPT_TEMPLATES
+
+    for name in ("training_config.yaml", "config.yaml"):
+        path = Path(model_dir) / name if model_dir is not None else None
+        if path is None or not path.is_file():
+            continue
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        template = saved.get("prompt_template", "default") if isinstance(saved, dict) else None
+        if template is None:
+            continue
+        if template not in PROMPT_TEMPLATES:
+            raise ValueError(
+                f"{path}: prompt_template must be one of {PROMPT_TEMPLATES}, got {template!r}"
+            )
+        return template
+    return "default"
 
 
 def _greedy_completions(model, processor, items, encode, *, batch_size, max_new_tokens):
