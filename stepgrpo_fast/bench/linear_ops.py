@@ -229,3 +229,98 @@ def max_disagreement(op: str, device: str, provider: str = "ours") -> float:
         p.backward(out)
         results.append([out.detach().float(), x["hidden"].grad.float(), x["weight"].grad.float()])
     return max((a - b).abs().max().item() for a, b in zip(*results))
+
+
+# ------------------------------------------------------------- the GRPO family, side by side
+# linear_grpo_loss options (TRL 1.16 names) timed against plain grpo on the same inputs:
+#     python -m stepgrpo_fast.bench.linear_ops --algorithms [--n 1024 --h 896 --v 151936 --rounds 3]
+ALGORITHM_VARIANTS = {
+    "grpo": {},
+    "grpo_kl_uncorrected": {"use_bias_correction_kl": False},
+    "dapo": {"loss_type": "dapo", "num_items_in_batch": 4096},
+    "cispo": {"loss_type": "cispo", "epsilon_high": 5.0},
+    "sapo": {"loss_type": "sapo"},
+    "luspo_sequence": {"loss_type": "luspo", "importance_sampling_level": "sequence"},
+    "gspo_sequence": {"importance_sampling_level": "sequence"},
+    "delta": {"delta": 1.5},
+    "entropy_coef": {"entropy_coef": 0.01},
+    "top_entropy_quantile": {"top_entropy_quantile": 0.2},
+    "off_policy_mask": {"off_policy_mask_threshold": 0.5, "sampling": True},
+    "is_ratio": {"isr": True},
+}
+
+
+def algorithm_provider(case: LinearCase, x: dict, variant: str) -> Provider:
+    """linear_grpo_loss(impl="auto") with ALGORITHM_VARIANTS[variant] on the inputs of ``x``."""
+    from stepgrpo_fast import linear_grpo_loss
+
+    kw = dict(ALGORITHM_VARIANTS[variant])
+    if kw.pop("sampling", False):
+        kw["sampling_logp"] = x["old"] + 0.05
+    if kw.pop("isr", False):
+        kw["importance_sampling_ratio"] = torch.full_like(x["old"], 0.9)
+
+    def forward():
+        loss, _ = linear_grpo_loss(x["hidden"], x["weight"], x["targets"], x["mask"], x["adv"],
+                                   old_logp=x["old"], ref_logp=x["ref"], beta=BETA, impl="auto", **kw)
+        return loss
+    return Provider(forward, _scalar_backward, _clear(x), grads_in_forward=True)
+
+
+def time_algorithms(n: int, h: int, v: int, rounds: int, device: str = "cpu", variants=None,
+                    log=print) -> dict[str, dict]:
+    """Full (forward + backward) p50 wall seconds and p50 CPU seconds of this process (user +
+    system, all threads: less sensitive to other processes on a shared machine) of every variant,
+    interleaved round by round, and their ratios to "grpo". -> {variant: {"p50_s", "cpu_p50_s",
+    "ratio", "cpu_ratio"}}."""
+    import gc
+    import statistics
+    import time
+
+    case = LinearCase("linear_grpo_loss", n, h, v, device=device)
+    x = make_inputs(case)
+    names = list(variants or ALGORITHM_VARIANTS)
+    if "grpo" not in names:
+        names.insert(0, "grpo")
+    calls = {}
+    for name in names:
+        p = algorithm_provider(case, x, name)
+        fn, setup = mode_call(p, "full")
+        calls[name] = (fn, setup)
+        fn(setup())  # warm-up
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, (fn, setup) in calls.items():
+            arg = setup()
+            gc.collect()
+            if device != "cpu":
+                torch.cuda.synchronize()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(arg)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    out = {name: {"p50_s": statistics.median(wall[name]), "cpu_p50_s": statistics.median(cpu[name])}
+           for name in names}
+    for name, r in out.items():
+        r["ratio"] = r["p50_s"] / out["grpo"]["p50_s"]
+        r["cpu_ratio"] = r["cpu_p50_s"] / out["grpo"]["cpu_p50_s"]
+        log(f"  {name:22s} wall p50 {r['p50_s']:8.3f} s  x{r['ratio']:.3f}   "
+            f"cpu p50 {r['cpu_p50_s']:8.3f} s  x{r['cpu_ratio']:.3f} of grpo")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m stepgrpo_fast.bench.linear_ops")
+    ap.add_argument("--algorithms", action="store_true", required=True)
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--h", type=int, default=896)
+    ap.add_argument("--v", type=int, default=151_936)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", default=None, help="comma-separated subset of ALGORITHM_VARIANTS")
+    a = ap.parse_args()
+    time_algorithms(a.n, a.h, a.v, a.rounds, variants=a.variants.split(",") if a.variants else None)

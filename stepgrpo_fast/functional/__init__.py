@@ -3,7 +3,7 @@
     linear_logprobs   -- functional/logprobs.py
     group_advantages, grpo_loss, linear_grpo_loss -- functional/grpo.py
 """
-from .logprobs import linear_logprobs
 from .grpo import group_advantages, grpo_loss, linear_grpo_loss
+from .logprobs import linear_logprobs
 
-__all__ = ["linear_logprobs", "group_advantages", "grpo_loss", "linear_grpo_loss"]
+__all__ = ["group_advantages", "grpo_loss", "linear_grpo_loss", "linear_logprobs"]

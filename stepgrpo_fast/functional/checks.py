@@ -10,15 +10,27 @@ import math
 
 import torch
 
-from ..formulas import IGNORE_INDEX, LOSS_TYPES
+from ..formulas import IGNORE_INDEX, IS_LEVELS, LOSS_TYPES
 from ..utils import check_same_device, describe
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-__all__ = ["FLOAT_DTYPES", "TRITON_DTYPES", "check_same_device", "require_tensors", "shapes_of",
-           "check_linear_head", "check_target_ids", "check_counted_targets",
-           "check_temperature", "check_grpo_options", "check_token_tensors"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "TRITON_DTYPES",
+    "check_algorithm_options",
+    "check_algorithm_tensors",
+    "check_counted_targets",
+    "check_grpo_options",
+    "check_linear_head",
+    "check_same_device",
+    "check_target_ids",
+    "check_temperature",
+    "check_token_tensors",
+    "require_tensors",
+    "shapes_of",
+]
 
 
 def require_tensors(**named) -> None:
@@ -141,3 +153,67 @@ def check_token_tensors(b: int, t: int, where: str, mask, advantages, old_logp,
             raise ValueError(f"{name} must be a floating [B, T] = [{b}, {t}] tensor; got {shapes}")
     if mask.dtype.is_complex:
         raise ValueError(f"mask must be bool, integer or float; got {shapes}")
+
+
+def _number(name, val, *, low=None, low_open=False, high=None, allow_none=False):
+    """A finite int/float (not bool) within the bounds, or None when allowed; ValueError naming it."""
+    if val is None and allow_none:
+        return
+    ok = not isinstance(val, bool) and isinstance(val, (int, float)) and math.isfinite(val)
+    if ok and low is not None:
+        ok = val > low if low_open else val >= low
+    if ok and high is not None:
+        ok = val <= high
+    if not ok:
+        rng = "" if low is None else (f" > {low}" if low_open else f" >= {low}")
+        rng += "" if high is None else f" and <= {high}"
+        raise ValueError(f"{name} must be a finite number{rng}{' or None' if allow_none else ''}, "
+                         f"got {val!r}")
+
+
+def check_algorithm_options(*, importance_sampling_level, delta, use_bias_correction_kl,
+                            entropy_coef, top_entropy_quantile, off_policy_mask_threshold,
+                            sapo_temperature_pos, sapo_temperature_neg, num_items_in_batch,
+                            device) -> None:
+    """The TRL 1.16 options of the GRPO family (loss_type is checked by check_grpo_options)."""
+    if importance_sampling_level not in IS_LEVELS:
+        raise ValueError(f"importance_sampling_level must be one of {IS_LEVELS}, "
+                         f"got {importance_sampling_level!r}")
+    _number("delta", delta, low=0.0, low_open=True, allow_none=True)
+    if not isinstance(use_bias_correction_kl, bool):
+        raise ValueError(  # noqa: TRY004 - the module's rule: TypeError only for non-tensors
+            f"use_bias_correction_kl must be a bool, got {use_bias_correction_kl!r}")
+    _number("entropy_coef", entropy_coef)
+    _number("top_entropy_quantile", top_entropy_quantile, low=0.0, high=1.0)
+    _number("off_policy_mask_threshold", off_policy_mask_threshold, low=0.0, allow_none=True)
+    _number("sapo_temperature_pos", sapo_temperature_pos, low=0.0, low_open=True)
+    _number("sapo_temperature_neg", sapo_temperature_neg, low=0.0, low_open=True)
+    nib = num_items_in_batch
+    if isinstance(nib, torch.Tensor):
+        if nib.numel() != 1 or nib.dtype.is_complex or nib.dtype == torch.bool:
+            raise ValueError(f"num_items_in_batch must be an int, a one-element real tensor or None; "
+                             f"got {describe('num_items_in_batch', nib)}")
+        if nib.device != device and nib.device.type != "cpu":
+            raise ValueError(f"num_items_in_batch is on {nib.device}, the inputs on {device}")
+    elif nib is not None:
+        _number("num_items_in_batch", nib, low=0.0)
+
+
+def check_algorithm_tensors(b: int, t: int, device, *, importance_sampling_ratio, sampling_logp,
+                            entropy) -> None:
+    """importance_sampling_ratio [B,T] or [B,1], sampling_logp / entropy [B,T]: floating, on
+    ``device``; ValueError naming the argument and its shape."""
+    require_tensors(importance_sampling_ratio=importance_sampling_ratio, sampling_logp=sampling_logp,
+                    entropy=entropy)
+    for name, val, shapes in (("importance_sampling_ratio", importance_sampling_ratio, ((b, t), (b, 1))),
+                              ("sampling_logp", sampling_logp, ((b, t),)),
+                              ("entropy", entropy, ((b, t),))):
+        if val is None:
+            continue
+        if tuple(val.shape) not in shapes or not val.dtype.is_floating_point:
+            want = " or ".join(str(list(s)) for s in shapes)
+            raise ValueError(f"{name} must be a floating {want} tensor (B, T = {b}, {t}); "
+                             f"got {describe(name, val)}")
+        if val.device != device:
+            raise ValueError(f"{name} is on {val.device}, the inputs on {device}; "
+                             f"got {describe(name, val)}")

@@ -222,21 +222,25 @@ def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
         b_arg = io                                        # the bias, or hidden as a dummy
         inv_t = 1.0 / temp
         common = {"HAS_BIAS": bias, "INPUT_PRECISION": precision, "BLOCK_N": bm, "BLOCK_V": bv}
-        lse_c = {**common, "BLOCK_H": cfg["BLOCK_H"]}
-        lse_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
-        yield Launch(mod, "_lse_partial_kernel",
-                     (io, io, b_arg, i64, i64, f32, f32, f32, m, VOCAB_SIZE, h, inv_t, per_split),
-                     lse_c, lse_o, {**case, "config": _label(
-                         {k: lse_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, lse_o)},
-                     name, matmul=True, autotuned=False, tags=tags, tier=tier)
-        grad_c = {**common, "BLOCK_H": cfg["BLOCK_H_GRAD"], "NEED_DH": True, "NEED_DW": True,
-                  "NEED_DB": bias}
-        grad_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages_grad"]}
-        yield Launch(mod, "_grad_tile_kernel",
-                     (io, io, b_arg, i64, i64, f32, f32, f32, f32, f32, m, VOCAB_SIZE, h, inv_t),
-                     grad_c, grad_o, {**case, "config": _label(
-                         {k: grad_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, grad_o)},
-                     name, matmul=True, autotuned=False, tags=tags, tier=tier)
+        # HAS_ENT: the entropy variants (entropy_coef != 0 or top_entropy_quantile < 1)
+        for ent in (False, True):
+            ent_case = {**case, "entropy": ent}
+            lse_c = {**common, "BLOCK_H": cfg["BLOCK_H"], "HAS_ENT": ent}
+            lse_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+            yield Launch(mod, "_lse_partial_kernel",
+                         (io, io, b_arg, i64, i64, f32, f32, f32, f32, m, VOCAB_SIZE, h, inv_t, per_split),
+                         lse_c, lse_o, {**ent_case, "config": _label(
+                             {k: lse_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, lse_o)},
+                         name, matmul=True, autotuned=False, tags=tags, tier=tier)
+            grad_c = {**common, "BLOCK_H": cfg["BLOCK_H_GRAD"], "NEED_DH": True, "NEED_DW": True,
+                      "NEED_DB": bias, "HAS_ENT": ent}
+            grad_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages_grad"]}
+            yield Launch(mod, "_grad_tile_kernel",
+                         (io, io, b_arg, i64, i64, f32, f32, f32, f32, f32, f32, f32, m, VOCAB_SIZE, h,
+                          inv_t),
+                         grad_c, grad_o, {**ent_case, "config": _label(
+                             {k: grad_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, grad_o)},
+                         name, matmul=True, autotuned=False, tags=tags, tier=tier)
     # BLOCK = min(1024, next_power_of_2(M)): 1024 from M = 513 tokens on, smaller below.
     for block, has_old, has_ref in itertools.product(TOKEN_COEF_BLOCKS if not tags else (1024,),
                                                      (False, True), (False, True)):

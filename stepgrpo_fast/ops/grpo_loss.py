@@ -6,14 +6,15 @@
 
 ``grpo_token_math`` is the per-token maths as a @triton.jit function; the fused kernel of
 ops/linear_grpo_loss.py calls it too, so both Triton paths share one formula with
-formulas.py:grpo_token_terms (the torch twin; the test oracle is reference/grpo_loss.py).
+formulas.py:policy_token_terms for the options it covers (the torch twin; the test
+oracle is reference/grpo_loss.py).
 Kernels are defined only when triton imports; launching on CPU tensors needs TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
 import torch
 
-from ..formulas import NUM_STATS, STAT_RATIO_MAX, STAT_RATIO_MIN
+from ..formulas import KERNEL_STATS, NUM_STATS, STAT_RATIO_MAX, STAT_RATIO_MIN
 from ..utils import require_triton
 from .triton_import import tl, triton  # None without Triton
 
@@ -148,8 +149,10 @@ if triton is not None:
 
 
 def reduce_stats(partials: torch.Tensor) -> torch.Tensor:
-    """[blocks, 8] per-block statistics -> [8] (sums; min/max for the ratio extremes)."""
-    stats = partials.sum(0)
+    """[blocks, KERNEL_STATS] per-block statistics -> [NUM_STATS] (sums; min/max for the ratio
+    extremes; the entries the kernels do not write -- entropy, cispo clips -- are 0)."""
+    stats = torch.zeros(NUM_STATS, dtype=torch.float32, device=partials.device)
+    stats[:KERNEL_STATS] = partials.sum(0)
     stats[STAT_RATIO_MIN] = partials[:, STAT_RATIO_MIN].min()
     stats[STAT_RATIO_MAX] = partials[:, STAT_RATIO_MAX].max()
     return stats
@@ -186,7 +189,7 @@ def grpo_token_loss_triton(logp, weights, adv, old, ref, beta, epsilon_low, epsi
     n = lp.numel()
     grad = torch.empty_like(lp)
     blocks = max(1, triton.cdiv(n, block))
-    partials = torch.empty(blocks, NUM_STATS, dtype=torch.float32, device=lp.device)
+    partials = torch.empty(blocks, KERNEL_STATS, dtype=torch.float32, device=lp.device)
     old_t = prep(old) if old is not None else lp
     ref_t = prep(ref) if ref is not None else lp
     _grpo_token_kernel[(blocks,)](lp, old_t, ref_t, prep(adv), prep(weights), grad, partials, n,

@@ -10,8 +10,13 @@ masked padding costs nothing. M = counted tokens, tokens always on grid axis 0.
   2. _token_coef_kernel    grid (M/BLOCK,): merges the partials -> lse, logp; applies the GRPO
                            maths (ops/grpo_loss.py:grpo_token_math) -> the loss coefficient
                            coef = d(loss)/d(logp) / T per token, and per-block loss/metric partials.
+                           For the options its maths does not cover (sequence level, delta, cispo,
+                           sapo, bias-corrected KL, masks, IS ratio, entropy) torch glue on the
+                           [M] vectors replaces it (token_coefficients_glue: formulas.py).
   3. _grad_tile_kernel     grid (M/BLOCK_N, V/BLOCK_V): recomputes its logits tile, forms
-                           dZ = coef * (onehot(y) - softmax(z)) in registers, then per H block
+                           dZ = coef * (onehot(y) - softmax(z)) (+ q p (z - zbar) with HAS_ENT,
+                           the entropy bonus; kernel 1 then carries sum e^(z-max) (z-max) too)
+                           in registers, then per H block
                            dH[rows] += dZ W and dW[cols] += dZ^T h via fp32 atomics (db likewise).
 
 Why atomics for dW (and dH) rather than a separate kernel over vocab blocks: a vocab-block dW
@@ -27,7 +32,18 @@ from __future__ import annotations
 
 import torch
 
-from ..formulas import NUM_STATS
+from ..formulas import (
+    KERNEL_STATS,
+    NUM_STATS,
+    STAT_ENTROPY,
+    STAT_LOSS,
+    STAT_RATIO_MAX,
+    STAT_RATIO_MIN,
+    PolicyOptions,
+    entropy_bonus_weights,
+    high_entropy_mask,
+    policy_token_terms,
+)
 from ..utils import require_triton, triton_interpret
 from .grpo_loss import reduce_stats
 from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch registry
@@ -55,10 +71,11 @@ if triton is not None:
         return tl.where(col_ok[None, :], acc, float("-inf"))
 
     @triton.jit
-    def _lse_partial_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, max_ptr, sum_ptr, tgt_ptr,
+    def _lse_partial_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, max_ptr, sum_ptr, tgt_ptr, sz_ptr,
                             M, V, H, inv_t, blocks_per_split,
                             HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
-                            BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                            BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                            HAS_ENT: tl.constexpr):
         pid_m = tl.program_id(0)
         split = tl.program_id(1)
         offs_m = pid_m * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -68,6 +85,7 @@ if triton is not None:
         run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
         run_sum = tl.zeros((BLOCK_N,), tl.float32)
         target = tl.zeros((BLOCK_N,), tl.float32)
+        run_sz = tl.zeros((BLOCK_N,), tl.float32)  # sum exp(z - max) (z - max), HAS_ENT only
         v_start = split * blocks_per_split * BLOCK_V
         v_stop = tl.minimum(v_start + blocks_per_split * BLOCK_V, V)
         for v0 in range(v_start, v_stop, BLOCK_V):
@@ -76,13 +94,21 @@ if triton is not None:
             z = _logits_tile(h_ptr, w_ptr, b_ptr, rows, row_ok, cols.to(tl.int64), col_ok, H, inv_t,
                              HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
-            run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
+            alpha = tl.exp(run_max - new_max)
+            e = tl.exp(z - new_max[:, None])
+            if HAS_ENT:  # rebase the running sum of e (z - max) on the new max (online entropy)
+                shift = tl.where(run_max == float("-inf"), 0.0, run_max - new_max)
+                ez = tl.where(col_ok[None, :], e * (z - new_max[:, None]), 0.0)
+                run_sz = alpha * (run_sz + shift * run_sum) + tl.sum(ez, axis=1)
+            run_sum = run_sum * alpha + tl.sum(e, axis=1)
             run_max = new_max
             target += tl.sum(tl.where(cols[None, :] == y[:, None], z, 0.0), axis=1)
         out = split.to(tl.int64) * M + offs_m
         tl.store(max_ptr + out, run_max, mask=row_ok)
         tl.store(sum_ptr + out, run_sum, mask=row_ok)
         tl.store(tgt_ptr + out, target, mask=row_ok)
+        if HAS_ENT:
+            tl.store(sz_ptr + out, run_sz, mask=row_ok)
 
     @triton.jit
     def _token_coef_kernel(max_ptr, sum_ptr, tgt_ptr, rows_ptr, w_ptr, adv_ptr, old_ptr, ref_ptr,
@@ -113,17 +139,23 @@ if triton is not None:
         store_token_stats(stats_ptr + pid * 8, loss, kl, low_f, high_f, ratio, counted)
 
     @triton.jit
-    def _grad_tile_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, lse_ptr, coef_ptr,
+    def _grad_tile_kernel(h_ptr, w_ptr, b_ptr, rows_ptr, y_ptr, lse_ptr, coef_ptr, q_ptr, zbar_ptr,
                           dh_ptr, dw_ptr, db_ptr, M, V, H, inv_t,
                           HAS_BIAS: tl.constexpr, NEED_DH: tl.constexpr, NEED_DW: tl.constexpr,
                           NEED_DB: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
-                          BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                          BLOCK_H: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                          HAS_ENT: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_v = tl.program_id(1)
         offs_m = pid_m * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = offs_m < M
         coef = tl.load(coef_ptr + offs_m, mask=row_ok, other=0.0)
-        if tl.max(tl.abs(coef), axis=0) > 0.0:  # else nothing flows back through these tokens
+        active = tl.max(tl.abs(coef), axis=0)
+        if HAS_ENT:  # q = entropy-bonus weight / T, zbar = sum_k p_k z_k
+            q = tl.load(q_ptr + offs_m, mask=row_ok, other=0.0)
+            zbar = tl.load(zbar_ptr + offs_m, mask=row_ok, other=0.0)
+            active += tl.max(tl.abs(q), axis=0)
+        if active > 0.0:  # else nothing flows back through these tokens
             rows = tl.load(rows_ptr + offs_m, mask=row_ok, other=0).to(tl.int64)
             y = tl.load(y_ptr + rows, mask=row_ok, other=-1)
             lse = tl.load(lse_ptr + offs_m, mask=row_ok, other=0.0)
@@ -134,6 +166,8 @@ if triton is not None:
             p = tl.exp(z - lse[:, None])
             onehot = tl.where(cols[None, :] == y[:, None], 1.0, 0.0)
             dz = coef[:, None] * (onehot - p)
+            if HAS_ENT:  # d(-q H)/dz = q p (z - zbar)
+                dz += q[:, None] * p * (z - zbar[:, None])
             dz = tl.where(row_ok[:, None] & col_ok[None, :], dz, 0.0)
             if NEED_DB:
                 tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok)
@@ -155,10 +189,24 @@ if triton is not None:
                     tl.atomic_add(dw_ptr + col_k, dw, mask=col_k_ok)
 
 
+def _merge_partials(part_max, part_sum, part_tgt, part_sz):
+    """[SPLITS, M] partials -> lse, logp (and entropy, zbar = sum p z when part_sz is given)."""
+    big = part_max.amax(0)
+    scale = torch.exp(part_max - big)
+    total = (part_sum * scale).sum(0)
+    lse = big + torch.log(total)
+    logp = part_tgt.sum(0) - lse
+    if part_sz is None:
+        return lse, logp, None, None
+    sz = (scale * (part_sz + (part_max - big) * part_sum)).sum(0) / total   # sum p (z - big)
+    return lse, logp, torch.log(total) - sz, big + sz
+
+
 def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref_logp, *, beta,
                             epsilon_low, epsilon_high, temperature=1.0, bias=None, need_hidden_grad=True,
                             need_weight_grad=True, need_bias_grad=True, blocks=None, splits=None,
-                            num_warps=None):
+                            num_warps=None, opts=None, mask=None, seq_len=None, scale=None, sampling=None,
+                            entropy_coef=0.0, top_entropy_quantile=1.0):
     """Same contract as linear_grpo_loss_chunked.linear_grpo_loss_chunked, on Triton kernels.
 
     hidden [N,H], weight [V,H] (fp16/bf16/fp32, same dtype), targets [N] int64, weights / adv /
@@ -166,9 +214,19 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     GPU, DEFAULT_BLOCKS in the interpreter: BLOCK_N/BLOCK_V/BLOCK_H(/BLOCK_H_GRAD, which defaults
     to BLOCK_H when ``blocks`` is given; tests pass large blocks to keep the interpreter fast) and
     num_warps / num_stages / num_stages_grad; ``splits`` the number of vocabulary splits.
-    Returns (loss, dH [N,H] fp32 | None, dW [V,H] fp32 | None, db [V] fp32 | None, stats [8]).
+    opts / mask / seq_len / scale / sampling / entropy_coef / top_entropy_quantile: as the chunked
+    path. Where the kernel-side maths (grpo_token_math) covers the options, kernel 2 computes the
+    token coefficients; otherwise (sequence level, delta, cispo / sapo, bias-corrected KL, masks,
+    IS ratio, entropy) torch glue on [M]-sized vectors does (formulas.policy_token_terms), between
+    kernel 1 and kernel 3 -- the per-sequence reductions and the entropy quantile included, so no
+    option adds a logits pass here. Entropy: kernel 1 also carries sum exp(z - max) (z - max)
+    (HAS_ENT), kernel 3 adds q p (z - zbar) to dZ.
+    Returns (loss, dH [N,H] fp32 | None, dW [V,H] fp32 | None, db [V] fp32 | None, stats).
     """
     require_triton()
+    if opts is None:
+        opts = PolicyOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
+                             use_bias_correction_kl=False)
     on_gpu = hidden.device.type == "cuda" and not triton_interpret()
     cfg = {**(gpu_blocks(hidden.dtype) if on_gpu else DEFAULT_BLOCKS), **(blocks or {})}
     bm, bv, bk = cfg["BLOCK_N"], cfg["BLOCK_V"], cfg["BLOCK_H"]
@@ -185,6 +243,8 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     f32 = (lambda t: None if t is None else t.to(torch.float32).contiguous())
     weights, adv, old_logp, ref_logp = f32(weights), f32(adv), f32(old_logp), f32(ref_logp)
     targets = targets.to(torch.int64).contiguous()
+    has_ent = entropy_coef != 0.0 or top_entropy_quantile < 1.0
+    glue = has_ent or scale is not None or not opts.kernel_expressible(ref_logp is not None)
 
     rows = torch.nonzero(weights != 0).squeeze(1).contiguous()
     m = rows.numel()
@@ -194,7 +254,7 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     d_b = torch.zeros(v, dtype=torch.float32, device=device) if need_db else None
     if m == 0:
         stats = torch.zeros(NUM_STATS, dtype=torch.float32, device=device)
-        stats[6], stats[7] = float("inf"), float("-inf")
+        stats[STAT_RATIO_MIN], stats[STAT_RATIO_MAX] = float("inf"), float("-inf")
         return stats[0].clone(), d_h, d_w, d_b, stats
 
     inv_t = 1.0 / float(temperature)
@@ -207,34 +267,76 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     part_max = torch.empty(n_splits, m, dtype=torch.float32, device=device)
     part_sum = torch.empty_like(part_max)
     part_tgt = torch.empty_like(part_max)
+    part_sz = torch.empty_like(part_max) if has_ent else None
     warps = num_warps or cfg.get("num_warps", 8)
     stages = cfg.get("num_stages", 3)
     stages_grad = cfg.get("num_stages_grad", stages)
     _lse_partial_kernel[(m_blocks, n_splits)](
-        hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt, m, v, h_dim, inv_t, per_split,
+        hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt,
+        part_sz if has_ent else part_max, m, v, h_dim, inv_t, per_split,
         HAS_BIAS=bias is not None, BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk, INPUT_PRECISION=precision,
-        num_warps=warps, num_stages=stages)
+        HAS_ENT=has_ent, num_warps=warps, num_stages=stages)
 
-    lse = torch.empty(m, dtype=torch.float32, device=device)
-    coef = torch.empty_like(lse)
-    token_block = min(1024, triton.next_power_of_2(m))
-    coef_blocks = triton.cdiv(m, token_block)
-    partials = torch.empty(coef_blocks, NUM_STATS, dtype=torch.float32, device=device)
-    _token_coef_kernel[(coef_blocks,)](
-        part_max, part_sum, part_tgt, rows, weights, adv, old_logp if old_logp is not None else weights,
-        ref_logp if ref_logp is not None else weights, lse, coef, partials, m, n_splits,
-        float(beta), float(epsilon_low), float(epsilon_high), inv_t,
-        HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, BLOCK=token_block,
-        num_warps=token_coef_warps(token_block))
-    stats = reduce_stats(partials)
+    q = zbar = None
+    if glue:
+        lse, logp, ent, zbar = _merge_partials(part_max, part_sum, part_tgt, part_sz)
+        coef, q, stats = token_coefficients_glue(
+            logp, ent, rows, weights, adv, old_logp, ref_logp, opts, mask=f32(mask), seq_len=seq_len or n,
+            n=n, scale=f32(scale), sampling=f32(sampling), entropy_coef=entropy_coef,
+            top_entropy_quantile=top_entropy_quantile)
+        coef = (coef * inv_t).contiguous()
+        q = None if q is None else (q * inv_t).contiguous()
+        zbar = None if zbar is None else zbar.contiguous()
+    else:
+        lse = torch.empty(m, dtype=torch.float32, device=device)
+        coef = torch.empty_like(lse)
+        token_block = min(1024, triton.next_power_of_2(m))
+        coef_blocks = triton.cdiv(m, token_block)
+        partials = torch.empty(coef_blocks, KERNEL_STATS, dtype=torch.float32, device=device)
+        _token_coef_kernel[(coef_blocks,)](
+            part_max, part_sum, part_tgt, rows, weights, adv, old_logp if old_logp is not None else weights,
+            ref_logp if ref_logp is not None else weights, lse, coef, partials, m, n_splits,
+            float(opts.beta), float(opts.epsilon_low), float(opts.epsilon_high), inv_t,
+            HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, BLOCK=token_block,
+            num_warps=token_coef_warps(token_block))
+        stats = reduce_stats(partials)
 
     if need_hidden_grad or need_weight_grad or need_db:
         dummy = part_max
+        with_q = q is not None
         _grad_tile_kernel[(m_blocks, v_blocks)](
-            hidden, weight, b_arg, rows, targets, lse, coef,
+            hidden, weight, b_arg, rows, targets, lse, coef, q if with_q else dummy,
+            zbar if with_q else dummy,
             d_h if d_h is not None else dummy, d_w if d_w is not None else dummy,
             d_b if d_b is not None else dummy, m, v, h_dim, inv_t,
             HAS_BIAS=bias is not None, NEED_DH=need_hidden_grad, NEED_DW=need_weight_grad, NEED_DB=need_db,
-            BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk_grad, INPUT_PRECISION=precision, num_warps=warps,
-            num_stages=stages_grad)
+            BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk_grad, INPUT_PRECISION=precision, HAS_ENT=with_q,
+            num_warps=warps, num_stages=stages_grad)
     return stats[0].clone(), d_h, d_w, d_b, stats
+
+
+def token_coefficients_glue(logp, ent, rows, weights, adv, old_logp, ref_logp, opts, *, mask, seq_len, n,
+                            scale, sampling, entropy_coef, top_entropy_quantile):
+    """The torch glue between kernel 1 and kernel 3 on the M counted tokens (``rows``, ascending):
+    -> (d(loss)/d(logp) [M], entropy-bonus weights q [M] | None, stats [NUM_STATS] with the
+    loss -- the bonus included -- at STAT_LOSS)."""
+    pick = (lambda t: None if t is None else t.index_select(0, rows))
+    m_sel = pick(mask) if mask is not None else torch.ones_like(logp)
+    sc = pick(scale)
+    ent_mask = None
+    if top_entropy_quantile < 1.0:
+        ent_mask = high_entropy_mask(ent, m_sel, top_entropy_quantile).to(logp.dtype)
+        sc = ent_mask if sc is None else sc * ent_mask
+    seq = torch.div(rows, int(seq_len), rounding_mode="floor")
+    loss_t, grad_t, stats = policy_token_terms(
+        logp, pick(weights), pick(adv), pick(old_logp), pick(ref_logp), opts, m=m_sel, seq=seq,
+        n_seq=-(-n // int(seq_len)), scale=sc, sampling=pick(sampling))
+    loss = loss_t.sum()
+    q = None
+    if ent is not None:
+        stats[STAT_ENTROPY] = torch.where(m_sel != 0, ent, 0.0).sum()
+        if entropy_coef != 0.0:
+            q = entropy_bonus_weights(m_sel, ent_mask, entropy_coef, logp.dtype)
+            loss = loss - (q * ent).sum()
+    stats[STAT_LOSS] = loss
+    return grad_t, q, stats

@@ -4,7 +4,15 @@ reference/grpo_loss.py: linear_grpo_loss_naive).
 
 Loss AND gradients in one pass over token chunks (whole-vocabulary row blocks,
 chunking.logits_chunk_rows), three GEMMs in total, never holding more than a [chunk, V] fp32
-block of logits. The per-token maths is formulas.grpo_token_terms.
+block of logits. The per-token maths is formulas.policy_token_terms.
+
+Options that need a per-sequence reduction before the token gradients (GSPO's sequence-level
+ratio, the off-policy sequence mask) cut the chunks on sequence boundaries: a chunk holds whole
+sequences, so the reduction runs between GEMM 1 and the dZ step of that chunk (no extra GEMM).
+A sequence with more counted tokens than the row budget gets a chunk of its own, as long as
+the sequence: the [rows, V] buffer grows to max(row budget, longest sequence) rows (4 V L bytes,
+e.g. 622 MB for L = 1024 at V = 151,936) -- memory, not time. top_entropy_quantile < 1 needs the
+quantile of all the call's entropies before any gradient: one extra GEMM-1 pass (entropy only).
 """
 from __future__ import annotations
 
@@ -12,31 +20,76 @@ import torch
 
 from ..formulas import (
     NUM_STATS,
+    STAT_ENTROPY,
     STAT_LOSS,
     STAT_RATIO_MAX,
     STAT_RATIO_MIN,
-    grpo_token_terms,
+    PolicyOptions,
+    high_entropy_mask,
     merge_stats,
+    policy_token_terms,
 )
 from .chunking import iter_chunks, logits_chunk_rows
 
 
+def _sequence_chunks(seq: torch.Tensor, rows: int) -> tuple[list[tuple[int, int]], int]:
+    """Cut the selected tokens (sequence ids ``seq``, ascending) into runs of whole sequences of
+    at most max(rows, longest sequence) tokens. -> ([(start, stop)], rows used)."""
+    _, counts = torch.unique_consecutive(seq, return_counts=True)
+    counts = counts.tolist()
+    rows = max(rows, max(counts))
+    bounds, start, size = [], 0, 0
+    for c in counts:
+        if size + c > rows:
+            bounds.append((start, start + size))
+            start, size = start + size, 0
+        size += c
+    bounds.append((start, start + size))
+    return bounds, rows
+
+
+def _logits_into(z_t, weight, h_c, bias_col, inv_t, lowp, compute_dtype):
+    """GEMM 1: z^T = (W h^T + b) / T into the [V, c] buffer, bias and 1/T folded into addmm."""
+    if lowp:
+        z_t.copy_(weight @ h_c.t())
+        if bias_col is not None:
+            z_t.add_(bias_col)
+        if inv_t != 1.0:
+            z_t.mul_(inv_t)
+    elif bias_col is not None:
+        torch.addmm(bias_col, weight, h_c.t(), beta=inv_t, alpha=inv_t, out=z_t)
+    else:
+        torch.mm(weight, h_c.t(), out=z_t)
+        if inv_t != 1.0:
+            z_t.mul_(inv_t)
+
+
 def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, ref_logp, *, beta,
                              epsilon_low, epsilon_high, temperature=1.0, bias=None, need_hidden_grad=True,
-                             need_weight_grad=True, need_bias_grad=True, chunk_rows=None):
+                             need_weight_grad=True, need_bias_grad=True, chunk_rows=None, opts=None,
+                             mask=None, seq_len=None, scale=None, sampling=None, entropy_coef=0.0,
+                             top_entropy_quantile=1.0):
     """Loss and gradients of the GRPO loss from hidden states, one pass, three GEMMs.
 
     hidden [N,H], weight [V,H], targets [N] int64, weights [N] float32 (``token_weights``, flattened),
     adv / old_logp / ref_logp [N] float32 or None. Only tokens with weight != 0 are computed (their
     targets must be in [0, V)). For each chunk of those tokens:
         z  = (h W^T + b) / T                  GEMM 1, into one reused [V, chunk] fp32 buffer
-        lse, logp; c = dloss/dlogp            closed form, per token
-        dZ = c/T * (onehot(y) - softmax(z))   in place in the same buffer
+        lse, logp (, entropy); c = dloss/dlogp  closed form, per token (policy_token_terms)
+        dZ = c/T (onehot(y) - p) + q/T p (z - sum p z)   in place in the same buffer (the
+                                              entropy keeps exp(z - max) in a second buffer)
         dH[chunk] = dZ W                      GEMM 2
         dW += dZ^T h                          GEMM 3, into one fp32 [V,H] buffer
+    ``opts`` (formulas.PolicyOptions; None: the legacy maths from beta / epsilons, uncorrected
+    KL), mask [N] (mask values), seq_len (T: sequence id = index // T), scale / sampling [N] or
+    None, entropy_coef (q = coef * em / sum em with em = mask * entropy mask),
+    top_entropy_quantile (< 1: the high-entropy mask, one extra GEMM-1 pass).
     Returns (loss 0-d fp32, dH [N,H] fp32 or None, dW [V,H] fp32 or None, db [V] fp32 or None,
     stats [NUM_STATS]).
     """
+    if opts is None:
+        opts = PolicyOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
+                             use_bias_correction_kl=False)
     n, h_dim = hidden.shape
     v = weight.shape[0]
     device = hidden.device
@@ -58,7 +111,14 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
     if n_sel == 0:
         return torch.zeros((), dtype=acc_dtype, device=device), d_hidden, d_weight, d_bias, stats
 
+    m_flat = (weights != 0).to(acc_dtype) if mask is None else mask.to(acc_dtype)
+    seq_all = None
     rows = min(chunk_rows or logits_chunk_rows(v), n_sel)
+    if opts.sequence_reduction:
+        seq_all = torch.div(selected, int(seq_len or n), rounding_mode="floor")
+        bounds, rows = _sequence_chunks(seq_all, rows)
+    else:
+        bounds = list(iter_chunks(n_sel, rows))
     # Logits are held transposed, [V, chunk]: W @ h^T and W^T @ dZ^T run faster than the
     # row-major forms for small chunks with MKL (measured here), and dW += dZ^T h needs no transpose.
     buffer = torch.empty(v, rows, dtype=acc_dtype, device=device)
@@ -69,41 +129,79 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
     # A contiguous run of selected tokens (e.g. an all-ones mask) is sliced, otherwise gathered per chunk.
     contiguous = bool((selected[-1] - selected[0] + 1) == n_sel)
     first = int(selected[0])
-    for start, stop in iter_chunks(n_sel, rows):
+
+    want_ent = entropy_coef != 0.0
+    # The entropy keeps z' = z - max in the buffer and puts e = exp(z') into a second one.
+    e_buffer = torch.empty_like(buffer) if (want_ent or top_entropy_quantile < 1.0) else None
+
+    def chunk_logits(start, stop, keep_shifted=False):
         idx = selected[start:stop]
         c = stop - start
         h_c = hidden[first + start:first + start + c] if contiguous else hidden.index_select(0, idx)
         z_t = buffer.view(-1)[:v * c].view(v, c)  # contiguous, also for the last, shorter chunk
-        # GEMM 1: z^T = (W h^T + b) / T, bias and 1/T folded into addmm's beta/alpha.
-        if lowp:
-            z_t.copy_(weight @ h_c.t())
-            if bias_col is not None:
-                z_t.add_(bias_col)
-            if inv_t != 1.0:
-                z_t.mul_(inv_t)
-        elif bias_col is not None:
-            torch.addmm(bias_col, weight, h_c.t(), beta=inv_t, alpha=inv_t, out=z_t)
-        else:
-            torch.mm(weight, h_c.t(), out=z_t)
-            if inv_t != 1.0:
-                z_t.mul_(inv_t)
+        _logits_into(z_t, weight, h_c, bias_col, inv_t, lowp, compute_dtype)
         y = targets.index_select(0, idx)[None, :]
         target_logit = z_t.gather(0, y).squeeze(0)
         col_max = z_t.amax(0, keepdim=True)
-        z_t.sub_(col_max).exp_()
-        sum_exp = z_t.sum(0)
+        if keep_shifted:
+            e = torch.exp(z_t.sub_(col_max), out=e_buffer.view(-1)[:v * c].view(v, c))
+        else:
+            e = z_t.sub_(col_max).exp_()
+        sum_exp = e.sum(0)
         logp = (target_logit - col_max.squeeze(0) - sum_exp.log()).to(token_dtype)
+        return idx, c, h_c, z_t, y, sum_exp, logp, e
 
-        loss_t, grad_t, chunk_stats = grpo_token_terms(logp, weights.index_select(0, idx), pick(adv, idx),
-                                                       pick(old_logp, idx), pick(ref_logp, idx), beta,
-                                                       epsilon_low, epsilon_high)
+    def entropy_of(z_t, e, sum_exp):
+        """z_t: z' -> e z' in place; -> (zbar' = sum(e z') / S, H = log S - zbar')."""
+        zbar = z_t.mul_(e).sum(0) / sum_exp
+        return zbar, sum_exp.log() - zbar
+
+    scale_all = scale
+    ent_prepass = None
+    if top_entropy_quantile < 1.0:  # the extra GEMM-1 pass: entropies of every counted token
+        ent_prepass = torch.empty(n_sel, dtype=acc_dtype, device=device)
+        for start, stop in bounds:
+            _, _, _, z_t, _, sum_exp, _, e = chunk_logits(start, stop, keep_shifted=True)
+            ent_prepass[start:stop] = entropy_of(z_t, e, sum_exp)[1].to(acc_dtype)
+        m_sel = m_flat.index_select(0, selected)
+        keep = high_entropy_mask(ent_prepass, m_sel, top_entropy_quantile).to(acc_dtype)
+        ent_full = torch.zeros(n, dtype=acc_dtype, device=device).index_copy_(0, selected, keep)
+        scale_all = ent_full if scale_all is None else scale_all.to(acc_dtype) * ent_full
+        em = m_flat * ent_full
+        stats[STAT_ENTROPY] = (ent_prepass * (m_sel != 0)).sum().to(torch.float32)
+    else:
+        em = m_flat
+    q_all = em * (float(entropy_coef) / em.sum().clamp(min=1.0)) if want_ent else None
+
+    for start, stop in bounds:
+        idx, c, h_c, z_t, y, sum_exp, logp, e = chunk_logits(start, stop, keep_shifted=want_ent)
+        seq_c, n_seq = None, 0
+        if seq_all is not None:
+            s_c = seq_all[start:stop]
+            seq_c = s_c - s_c[0]
+            n_seq = int(s_c[-1] - s_c[0]) + 1
+        loss_t, grad_t, chunk_stats = policy_token_terms(
+            logp, weights.index_select(0, idx), pick(adv, idx), pick(old_logp, idx), pick(ref_logp, idx),
+            opts, m=m_flat.index_select(0, idx), seq=seq_c, n_seq=n_seq, scale=pick(scale_all, idx),
+            sampling=pick(sampling, idx))
         loss_acc += loss_t.sum(dtype=torch.float64)
+        if want_ent:
+            zbar, ent = entropy_of(z_t, e, sum_exp)   # z_t now holds e z'
+            q = q_all.index_select(0, idx)
+            loss_acc -= (q * ent).sum(dtype=torch.float64)
+            if ent_prepass is None:
+                chunk_stats[STAT_ENTROPY] = (ent * (m_flat.index_select(0, idx) != 0)).sum().to(torch.float32)
         merge_stats(stats, chunk_stats)
         if not (need_hidden_grad or need_weight_grad or d_bias is not None):
             continue
-        # dZ^T = a * (onehot - p), a = c / T, p = exp(z - max) / sum_exp: in place.
+        # dZ^T = a (onehot - p) + b p (z' - zbar'), a = c / T, b = q / T, p = e / S: in place.
         a = grad_t.to(acc_dtype) * inv_t
-        z_t.mul_((-a / sum_exp)[None, :])
+        if not want_ent:
+            z_t.mul_((-a / sum_exp)[None, :])
+        else:   # (b / S) e z' + (-(a + b zbar') / S) e
+            b = q * inv_t
+            z_t.mul_((b / sum_exp)[None, :])
+            z_t.addcmul_(e, (-(a + b * zbar) / sum_exp)[None, :])
         z_t.scatter_add_(0, y, a[None, :])
         if need_hidden_grad:  # GEMM 2: dH^T = W^T dZ^T
             d_h_t = h_t_buffer.view(-1)[:h_dim * c].view(h_dim, c)

@@ -96,3 +96,17 @@ def test_bad_rewards_raise():
         group_advantages(torch.ones(0), 2)
     with pytest.raises(TypeError, match="rewards"):
         group_advantages("1234", 2)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_torch_path_equals_the_group_by_group_oracle(scale):
+    from stepgrpo_fast.reference.grpo_loss import group_advantages_reference
+
+    gen = torch.Generator().manual_seed(7)
+    for group_size in (1, 2, 5):
+        rewards = torch.randn(group_size * 6, generator=gen, dtype=torch.float64)
+        rewards[torch.rand(rewards.shape, generator=gen) < 0.25] = float("nan")
+        rewards[:group_size] = 0.5  # one flat group
+        got = group_advantages(rewards, group_size, scale=scale, impl="torch")
+        want = group_advantages_reference(rewards, group_size, scale)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

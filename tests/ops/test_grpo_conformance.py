@@ -2,12 +2,13 @@
 
 * Liger-Kernel's LigerFusedLinearGRPOLoss (compiled=False), which runs on CPU;
 * an independent transcription of TRL 1.16 GRPOTrainer._compute_loss (token-level importance
-  sampling, two-sided clip, k3 KL added after the surrogate, the grpo/bnpo/dr_grpo reductions).
+  sampling, two-sided clip, k3 KL added after the surrogate, the grpo/bnpo/dr_grpo reductions),
+  with use_bias_correction_kl=False (Liger and this transcription predate it). The rest of the
+  family, and TRL's own _compute_loss code: tests/ops/test_grpo_algorithms.py.
 """
 import pytest
 import torch
 
-from stepgrpo_fast.formulas import LOSS_TYPES
 from stepgrpo_fast.functional.grpo import grpo_loss, linear_grpo_loss
 
 B, T, H, V = 3, 8, 32, 203
@@ -56,7 +57,8 @@ def rel_err(a, b):
     return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30))
 
 
-CASES = [(lt, old, ref) for lt in LOSS_TYPES for old, ref in [(False, False), (True, False), (True, True)]]
+LEGACY_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
+CASES = [(lt, old, ref) for lt in LEGACY_LOSS_TYPES for old, ref in [(False, False), (True, False), (True, True)]]
 
 
 @pytest.mark.parametrize("loss_type,with_old,with_ref", CASES)
@@ -76,7 +78,8 @@ def test_linear_grpo_loss_matches_liger(loss_type, with_old, with_ref, temperatu
     h2, w2, b2 = (x.clone().requires_grad_() for x in (hidden, weight, bias))
     got, metrics = linear_grpo_loss(h2, w2, targets, mask, adv, old_logp=old if with_old else None,
                                     ref_logp=refl if with_ref else None, beta=beta, temperature=temperature,
-                                    loss_type=loss_type, max_completion_length=MAX_LEN, bias=b2, **kw)
+                                    loss_type=loss_type, max_completion_length=MAX_LEN, bias=b2,
+                                    use_bias_correction_kl=False, **kw)
     got_g = torch.autograd.grad(got, (h2, w2, b2))
     assert abs(float(got.detach()) - float(want.detach())) <= 1e-5 * max(1.0, abs(float(want.detach())))
     for a, b in zip(got_g, want_g):
@@ -105,7 +108,8 @@ def test_linear_grpo_loss_matches_trl_formula(impl, loss_type, with_old, with_re
     h2, w2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
     got, _ = linear_grpo_loss(h2, w2, targets, mask, adv, old_logp=kw["old_per_token_logps"],
                               ref_logp=kw["ref_per_token_logps"], beta=beta, temperature=temperature,
-                              loss_type=loss_type, max_completion_length=MAX_LEN, bias=bias, impl=impl)
+                              loss_type=loss_type, max_completion_length=MAX_LEN, bias=bias, impl=impl,
+                              use_bias_correction_kl=False)
     got_g = torch.autograd.grad(got, (h2, w2))
     assert abs(float(got.detach()) - float(want.detach())) <= 1e-5 * max(1.0, abs(float(want.detach())))
     for a, b in zip(got_g, want_g):
@@ -128,7 +132,8 @@ def test_grpo_loss_matches_trl_formula(impl, loss_type, with_old, with_ref):
     (want_g,) = torch.autograd.grad(want, x1)
     x2 = logp.clone().requires_grad_()
     got, _ = grpo_loss(x2, adv, mask, old_logp=kw["old_per_token_logps"], ref_logp=kw["ref_per_token_logps"],
-                       beta=beta, loss_type=loss_type, max_completion_length=MAX_LEN, impl=impl)
+                       beta=beta, loss_type=loss_type, max_completion_length=MAX_LEN, impl=impl,
+                       use_bias_correction_kl=False)
     (got_g,) = torch.autograd.grad(got, x2)
     assert abs(float(got.detach()) - float(want.detach())) <= 1e-6 * max(1.0, abs(float(want.detach())))
     assert rel_err(got_g, want_g) < 1e-6
