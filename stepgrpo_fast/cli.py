@@ -17,6 +17,8 @@ COMMANDS = {
     "eval": ("stepgrpo_fast.trainer.cli:add_eval_arguments:run_eval",
              "greedy eval of a checkpoint (accuracy, validity, key-step match, reward); "
              "--format mathvista|mcq|open: benchmark accuracy, also of given completions"),
+    "export": ("stepgrpo_fast.trainer.cli:add_export_arguments:run_export",
+               "merge a use_peft run's LoRA adapter into its base: a full checkpoint (--merge)"),
     "reward": ("stepgrpo_fast.rewards.cli", "score completions in a JSONL file with StepRAR/StepRVR"),
     "keysteps": ("stepgrpo_fast.keysteps.cli", "extract StepRAR key steps from the reference reasoning of a JSONL file"),
     "bench": ("stepgrpo_fast.bench.cli", "run the benchmark suite (same runner as python -m bench)"),
@@ -39,7 +41,7 @@ OPTIONAL_DEPENDENCIES = {
     "deepspeed": "pip install 'stepgrpo_fast[deepspeed]'",
     "tensorboard": "pip install 'stepgrpo_fast[logging]'",
     "wandb": "pip install 'stepgrpo_fast[logging]'",
-    "peft": "pip install peft",
+    "peft": "pip install 'stepgrpo_fast[peft]'",
 }
 
 

@@ -308,6 +308,12 @@ def _build_trainer_class():
         Construct it exactly like ``GRPOTrainer``; extra keyword ``logprob_impl`` ("auto" | "torch" |
         "triton"). Works under DDP, DeepSpeed ZeRO-2/3 (a partitioned LM head is gathered around the
         op, forward and backward) and PEFT (the base model's head is patched, as TRL does).
+
+        Every ``GRPOConfig`` loss option (loss_type dapo / cispo / sapo / luspo / ...,
+        importance_sampling_level, delta, use_bias_correction_kl, entropy_coef,
+        top_entropy_quantile, off_policy_mask_threshold, mask_truncated_completions) is applied
+        by TRL's own loss to these log-probs and entropies; none is refused.
+        tests/integrations/test_trl_algorithms.py holds the native trainer's objective to it.
         """
 
         def __init__(self, *args, logprob_impl: str = "auto", **kwargs):

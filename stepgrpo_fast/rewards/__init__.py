@@ -5,10 +5,11 @@ The hot path (segmentation, normalisation, multi-pattern matching) runs in the C
 stepgrpo_fast._C when it is built, else in an identical pure-Python twin; ``BACKEND`` tells which.
 This package never imports torch.
 """
-from .accuracy import step_accuracy_reward
+from .accuracy import StepAccuracyParts, step_accuracy_parts, step_accuracy_reward
 from .bounded import answer_check_stats, reset_answer_check_stats
 from .matching import BACKEND, match_key_steps
 from .validity import step_validity_reward
 
-__all__ = ["BACKEND", "answer_check_stats", "match_key_steps", "reset_answer_check_stats",
-           "step_accuracy_reward", "step_validity_reward"]
+__all__ = ["BACKEND", "StepAccuracyParts", "answer_check_stats", "match_key_steps",
+           "reset_answer_check_stats", "step_accuracy_parts", "step_accuracy_reward",
+           "step_validity_reward"]

@@ -3,6 +3,9 @@
 Layout of ``<output_dir>/checkpoint-<step>/``::
 
     config.json, model.safetensors, ...   save_pretrained(): the dir loads like any HF checkpoint
+                                          (use_peft: adapter_config.json + adapter_model.safetensors,
+                                          the LoRA adapter only; the base is read from
+                                          model_name_or_path, trainer_state.json names it)
     tokenizer / processor files           processor.save_pretrained()
     optimizer.pt, scheduler.pt            state_dicts (grad_scaler.pt too for fp16 compute)
     rng_state_<rank>.pth                  python / numpy / torch (/ cuda) RNG of every process

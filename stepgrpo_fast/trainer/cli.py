@@ -5,6 +5,7 @@
     stepgrpo eval  --model DIR --data FILE.jsonl [--max-new-tokens N] [--predictions OUT.jsonl]
     stepgrpo eval  --format mathvista|mcq|open --data BENCH.json
                    (--model DIR [--prompt training|released] | --completions FILE.jsonl)
+    stepgrpo export --model ADAPTER_DIR --merge --out DIR [--base BASE_DIR]
 
 Both training commands run the same under ``accelerate launch [--config_file ...] -m
 stepgrpo_fast.cli train ...``. Heavy imports (torch, transformers) happen inside the run_*
@@ -44,12 +45,23 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _list_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """--help ends with every option of the run config: type, default and meaning."""
+    from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
+    from stepgrpo_fast.trainer.config_names import options_help
+
+    parser.epilog = options_help(SFTConfig if kind == "sft" else StepGRPOConfig)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     _add_training_arguments(parser)
+    _list_options(parser, "sft")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _add_training_arguments(parser)
+    _list_options(parser, "stepgrpo")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +107,38 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu / cuda / cuda:1 (default: cuda when available)"
     )
     parser.add_argument("--max-pixels", type=int, default=None)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True,
+        help="a use_peft run's adapter directory (OUTPUT/final_model or OUTPUT/checkpoint-N)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="merge the LoRA adapter into the base weights (the one export mode; required)",
+    )
+    parser.add_argument("--out", required=True, help="new directory for the merged checkpoint")
+    parser.add_argument(
+        "--base", default=None,
+        help="the base checkpoint (default: base_model_name_or_path in adapter_config.json)",
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Merge a LoRA adapter into its base: a full checkpoint (weights in the base's dtype, config,
+    tokenizer / processor files) that `stepgrpo eval` and from_pretrained load."""
+    from stepgrpo_fast.trainer.peft import export_merged
+
+    try:
+        if not args.merge:
+            raise ValueError("export writes merged checkpoints only: pass --merge")
+        out = export_merged(args.model, args.out, base=args.base)
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps({"merged": str(out), "adapter": str(args.model)}, indent=2))
+    return 0
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -198,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         ("sft", add_sft_arguments, run_sft),
         ("train", add_train_arguments, run_train),
         ("eval", add_eval_arguments, run_eval),
+        ("export", add_export_arguments, run_export),
     ):
         p = sub.add_parser(name)
         add(p)

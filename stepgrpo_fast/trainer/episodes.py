@@ -1,8 +1,10 @@
 """Episodes: completions -> StepRAR / StepRVR rewards -> group-relative advantages.
 
     texts [N = B*M] + the record of each row -> r_acc [N], r_val [N], k [N]
-    reward = w_acc * r_acc + w_val * r_val                         [N]
-    advantages = group_advantages(reward, M, scale=...)             [N]
+    reward = w_acc * r_acc + w_val * r_val (+ sum_k w_k r_k)        [N]
+    advantages = group_advantages(reward, M, scale=...)             [N]   "sum_then_normalize"
+    or  s = sum_k w_k group_advantages(r_k, M)  (k over r_acc, r_val, extras), then over the
+        whole global batch A = (s - mean s) / (std s + 1e-4)               "normalize_then_sum"
 
 Rows are prompt-major: rows i*M .. i*M+M-1 are the M completions of prompt i (one group).
 """
@@ -48,6 +50,11 @@ class Episodes:
                 for name, values in (self.extra or {}).items()
             },
         }
+
+    def informative_groups(self) -> torch.Tensor:
+        """[B] bool: the groups with at least one non-zero advantage (a reward spread that the
+        update can learn from); a flat group has every advantage exactly 0."""
+        return (self.advantages.view(-1, self.num_generations) != 0).any(dim=1)
 
     def row(self, i: int) -> dict[str, float]:
         """Reward components of completion i (for sample logs)."""
@@ -99,8 +106,8 @@ def score_completions(
 ) -> dict[str, torch.Tensor]:
     """StepRAR, StepRVR and key-step match of every completion -> float32 [N] tensors.
 
-    answer_correct is recovered from r_acc: in both modes r_acc - alpha * k is 1 for a correct
-    answer and <= 0 otherwise (paper mode gives 0 without an answer even when k > 0).
+    answer_correct and key_step_match are the parts StepRAR reports
+    (rewards.step_accuracy_parts), not recovered from the reward value.
     """
     from stepgrpo_fast import rewards
 
@@ -111,18 +118,15 @@ def score_completions(
             f"{len(solutions)} solutions, {len(key_steps)} key_steps"
         )
     texts = list(texts)
-    r_acc = rewards.step_accuracy_reward(
+    parts = rewards.step_accuracy_parts(
         texts, solution=list(solutions), key_steps=list(key_steps), mode=mode, alpha=alpha
     )
     r_val = rewards.step_validity_reward(texts, mode=mode)
-    k = rewards.match_key_steps(texts, list(key_steps), mode=mode)
-    acc = torch.tensor(r_acc, dtype=torch.float32)
-    match = torch.tensor(k, dtype=torch.float32)
     return {
-        "reward_accuracy": acc,
+        "reward_accuracy": torch.tensor(parts.reward, dtype=torch.float32),
         "reward_validity": torch.tensor(r_val, dtype=torch.float32),
-        "key_step_match": match,
-        "answer_correct": ((acc - alpha * match) > 0.5).float(),
+        "key_step_match": torch.tensor(parts.key_step_match, dtype=torch.float32),
+        "answer_correct": torch.tensor(parts.answer_correct, dtype=torch.float32),
     }
 
 
@@ -136,12 +140,18 @@ def build_episodes(
     alpha: float = 0.1,
     advantage_scale: str = "group",
     extra_rewards: Sequence[ExtraReward] = (),
+    aggregation: str = "sum_then_normalize",
 ) -> Episodes:
     """Score N = B*M completions against their prompts' records and compute advantages.
 
     records: one per prompt (B of them; each has .solution and .key_steps) or one per row (N).
     extra_rewards: (name, fn, weight) added to the reward; fn gets completions=, solution=,
                    key_steps=, question= (lists of N) and returns N floats.
+    aggregation:   "sum_then_normalize" (advantages of the weighted sum) or "normalize_then_sum"
+                   (GDPO, TRL 1.16's multi_objective_aggregation): ``advantages`` is then the
+                   weighted sum of group-normalised rewards, before the batch-wide normalisation
+                   (:func:`global_batch_normalize`, applied by the loop over the global batch).
+                   ``reward`` is the weighted sum of the raw rewards either way (for logging).
     """
     from stepgrpo_fast.functional import group_advantages
 
@@ -158,8 +168,14 @@ def build_episodes(
     parts = score_completions(
         texts, [r.solution for r in records], [r.key_steps for r in records], mode=mode, alpha=alpha
     )
+    if aggregation not in ("sum_then_normalize", "normalize_then_sum"):
+        raise ValueError(
+            "multi_objective_aggregation must be 'sum_then_normalize' or 'normalize_then_sum', "
+            f"got {aggregation!r}"
+        )
     w_acc, w_val = (float(w) for w in reward_weights)
     reward = w_acc * parts["reward_accuracy"] + w_val * parts["reward_validity"]  # [N]
+    weighted = [(w_acc, parts["reward_accuracy"]), (w_val, parts["reward_validity"])]
     extra: dict[str, torch.Tensor] = {}
     for name, fn, weight in extra_rewards:
         values = fn(
@@ -175,7 +191,13 @@ def build_episodes(
             )
         extra[name] = values
         reward = reward + weight * values
-    advantages = group_advantages(reward, num_generations, scale=advantage_scale).float()  # [N]
+        weighted.append((weight, values))
+    if aggregation == "sum_then_normalize":
+        advantages = group_advantages(reward, num_generations, scale=advantage_scale).float()
+    else:  # GDPO: each reward normalised within its group, then weighted and summed  [N]
+        advantages = sum(
+            w * group_advantages(r, num_generations, scale="group").float() for w, r in weighted
+        )
     return Episodes(
         reward=reward, advantages=advantages, num_generations=num_generations, extra=extra, **parts
     )
@@ -207,3 +229,29 @@ def global_batch_advantages(
     return [
         group_advantages(r.float(), num_generations, scale="none") / (std + eps) for r in rewards
     ]
+
+
+def global_batch_normalize(
+    values: Sequence[torch.Tensor],
+    *,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    eps: float = 1e-4,
+) -> list[torch.Tensor]:
+    """``(s - mean s) / (std s + eps)`` over a whole global batch (the last step of
+    ``multi_objective_aggregation="normalize_then_sum"``, as TRL 1.16).
+
+    values: this process's summed group-normalised rewards of each micro-batch, [N] each
+    gather: [L] -> [world * L] (accelerator.gather); None = one process
+    Returns one float32 [N] per micro-batch; mean and unbiased std over every non-NaN value of
+    the global batch; NaN values get 0.
+    """
+    if not values:
+        raise ValueError("global_batch_normalize: no micro-batches")
+    local = torch.cat([v.float() for v in values])
+    everything = local if gather is None else gather(local).float().cpu()
+    valid = everything[~torch.isnan(everything)]
+    if valid.numel() == 0:
+        return [torch.zeros_like(v, dtype=torch.float32) for v in values]
+    mean = valid.mean()
+    std = valid.std(unbiased=True) if valid.numel() > 1 else valid.new_zeros(())
+    return [torch.nan_to_num((v.float() - mean) / (std + eps), nan=0.0) for v in values]

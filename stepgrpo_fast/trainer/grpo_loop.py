@@ -16,33 +16,63 @@ For every step and each of its G micro-batches (on every process):
 The loss is computed by functional.linear_grpo_loss straight from the last hidden states and
 lm_head.weight (never [N*C, V] logits); the readable statement it is tested against is
 reference/grpo_loss.py (grpo_loss_reference on log-probs, linear_grpo_loss_naive on logits).
-pi_ref is the frozen starting model; pi_old is the policy that sampled (one update per rollout
-by default, so ratio = 1 and the gradient is the REINFORCE one with the KL term).
+pi_ref is the frozen starting model (use_peft: the same model with its LoRA adapters disabled,
+no second copy); pi_old is the policy that sampled (one update per rollout by default, so
+ratio = 1 and the gradient is the REINFORCE one with the KL term).
 
 Rollout sampling is seeded per completion from (seed, step, position in the global batch,
 sample index): a resumed or re-sharded run draws the same completions.
+
+Options (docs/METHOD.md section 4.2): the loss options of TRL 1.16 (LOSS_OPTIONS, loss_type)
+go to the op unchanged; dapo / cispo get num_items_in_batch = T / (G * processes), T the active
+tokens of the global batch (dapo_num_items); mask_truncated_completions zeroes the loss mask of
+completions without an EOS; multi_objective_aggregation "normalize_then_sum" normalises each
+reward in its group, then their weighted sum over the global batch; dynamic_sampling drops
+flat groups and refills them (dynamic_sampling.py).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
+from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer.config import StepGRPOConfig
 from stepgrpo_fast.trainer.data import encode_prompts, load_records
+from stepgrpo_fast.trainer.dynamic_sampling import refill_slice, sample_informative_groups
 from stepgrpo_fast.trainer.episodes import (
     build_episodes,
     global_batch_advantages,
+    global_batch_normalize,
     load_extra_rewards,
 )
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes
 from stepgrpo_fast.trainer.modeling import load_model_and_processor
+from stepgrpo_fast.trainer.peft import adapters_disabled
 from stepgrpo_fast.trainer.policy import build_policy_batch, completion_logprobs
-from stepgrpo_fast.trainer.rollout import derive_seed, generate_rollouts
+from stepgrpo_fast.trainer.rollout import (
+    derive_seed,
+    ended_with_eos,
+    eos_token_ids,
+    generate_rollouts,
+    repeat_prompt_inputs,
+)
 from stepgrpo_fast.trainer.run import load_kwargs, optimizer_step, start_run, to_device
 
 RL_BAR_KEYS = ("reward", "kl", "step_time")
+# StepGRPOConfig fields passed to functional.linear_grpo_loss unchanged (TRL 1.16's names)
+LOSS_OPTIONS = (
+    "importance_sampling_level",
+    "delta",
+    "use_bias_correction_kl",
+    "entropy_coef",
+    "top_entropy_quantile",
+    "off_policy_mask_threshold",
+    "sapo_temperature_pos",
+    "sapo_temperature_neg",
+)
+NUM_ITEMS_LOSS_TYPES = ("dapo", "cispo")  # normalised by the global batch's active tokens
 RL_CURVE_KEYS = ("reward", "reward_accuracy", "reward_validity", "key_step_match")
 
 
@@ -71,40 +101,48 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             temperature=config.temperature,
             loss_type=config.loss_type,
             max_completion_length=config.max_new_tokens,
+            loss_options={name: getattr(config, name) for name in LOSS_OPTIONS},
         ),
     )
     acc, device = run.accelerator, run.accelerator.device
     M, G = config.num_generations, config.gradient_accumulation_steps
 
-    # 2. the reference policy: a frozen copy of the STARTING model (also when resuming)
+    # 2. the reference policy: a frozen copy of the STARTING model (also when resuming); with
+    #    use_peft the policy itself with its adapters disabled (the frozen base), no second copy
+    wrapped = acc.unwrap_model(run.objective).model  # a PeftModel with use_peft
+    policy_model = unwrap_model(wrapped)  # the HF model (LoRA layers inside): rollouts, scores
     ref_model = None
-    if config.beta > 0:
+    if config.beta > 0 and config.use_peft:
+        ref_model = policy_model  # scored inside adapters_disabled(wrapped)
+    elif config.beta > 0:
         ref_model, _ = load_model_and_processor(  # frozen: held in the compute dtype
             config.model_name_or_path, **load_kwargs(config, device, run.precision.compute_dtype)
         )
         ref_model.requires_grad_(False).eval()
 
-    policy_model = acc.unwrap_model(run.objective).model
     tokenizer = run.processor.tokenizer
     vision_start = getattr(policy_model.config, "vision_start_token_id", None)
+    eos_ids = eos_token_ids(policy_model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    gather = None if acc.num_processes == 1 else (lambda t: acc.gather(t.to(device)))
+
+    def encode(batch_records):  # input_ids [B, P] (left-padded)
+        inputs = encode_prompts(run.processor, batch_records, template=config.prompt_template)
+        return to_device(inputs, device)
 
     for step in range(run.start_step, run.total_steps):
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
         batches, episode_metrics, micro_episodes = [], [], []
         generated_tokens = 0
-        # 3. rollouts: G micro-batches of B prompts x M samples on every process
-        for micro in range(G):
-            batch_records, positions = run.slice(step, micro)
-            prompt_inputs = to_device(
-                encode_prompts(run.processor, batch_records, template=config.prompt_template),
-                device,
-            )  # input_ids [B, P]
+
+        def generate(batch_records, positions, step=step):
+            # 3. rollouts: B prompts x M samples, completion_ids [N, C]
             seeds = [derive_seed(config.seed, step, pos, j) for pos in positions for j in range(M)]
             with run.precision.autocast():
-                rollout = generate_rollouts(  # completion_ids [N, C]
+                rollout = generate_rollouts(
                     policy_model,
                     tokenizer,
-                    prompt_inputs,
+                    encode(batch_records),
                     num_generations=M,
                     max_new_tokens=config.max_new_tokens,
                     temperature=config.temperature,
@@ -124,19 +162,63 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                 alpha=config.alpha,
                 advantage_scale=config.advantage_scale,
                 extra_rewards=extra_rewards,
+                aggregation=config.multi_objective_aggregation,
             )
+            return rollout, episodes
+
+        # G micro-batches of B prompts x M samples on every process
+        for micro in range(G):
+            batch_records, positions = run.slice(step, micro)
+            if config.dynamic_sampling:  # 3-4 in rounds: flat groups dropped and refilled
+                sampled = sample_informative_groups(
+                    batch_records,
+                    positions,
+                    generate=generate,
+                    refill=lambda r, pos=positions, step=step: refill_slice(
+                        run.records,
+                        pos,
+                        seed=config.seed,
+                        step=step,
+                        round_index=r,
+                        global_batch=run.global_batch,
+                    ),
+                    max_rounds=config.dynamic_sampling_max_rounds,
+                    encode=lambda recs: repeat_prompt_inputs(
+                        encode(recs), M, vision_start_token_id=vision_start
+                    ),
+                    pad_token_id=pad_id,
+                )
+                batch_records, rollout, episodes = (
+                    sampled.records,
+                    sampled.rollout,
+                    sampled.episodes,
+                )
+                sampling_metrics = {
+                    "flat_group_fraction": sampled.flat_before,
+                    "flat_group_fraction_kept": sampled.flat_after,
+                    "dynamic_sampling_rounds": float(sampled.rounds),
+                }
+            else:
+                rollout, episodes = generate(batch_records, positions)
+                informative = episodes.informative_groups().float().mean().item()
+                sampling_metrics = {"flat_group_fraction": 1.0 - informative}
+            ended = ended_with_eos(rollout.completion_ids, rollout.completion_mask, eos_ids)
+            loss_mask = rollout.completion_mask  # [N, C]
+            if config.mask_truncated_completions:  # no EOS: out of the loss (TRL's option)
+                loss_mask = loss_mask * ended.unsqueeze(1).to(loss_mask.dtype)
             batch = build_policy_batch(
                 rollout.prompt_inputs,
                 rollout.completion_ids,
-                rollout.completion_mask,
+                loss_mask,
                 episodes.advantages.to(device),
             )
             # 5. reference log-probs [N, C] (frozen start model) and old log-probs when reused
             with run.precision.autocast():
                 if ref_model is not None:
-                    batch.ref_logp = completion_logprobs(
-                        ref_model, batch, temperature=config.temperature, impl=config.impl
-                    )
+                    with adapters_disabled(wrapped):  # a no-op without use_peft
+                        batch.ref_logp = completion_logprobs(
+                            ref_model, batch, temperature=config.temperature, impl=config.impl
+                        )
                 if config.num_iterations > 1:
                     batch.old_logp = completion_logprobs(
                         policy_model, batch, temperature=config.temperature, impl=config.impl
@@ -149,6 +231,8 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                     **episodes.metrics(),
                     "completion_length": lengths.mean().item(),
                     "completion_length_max": lengths.max().item(),
+                    "truncated_fraction": 1.0 - ended.float().mean().item(),
+                    **sampling_metrics,
                 }
             )
             micro_episodes.append(episodes)
@@ -157,14 +241,28 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
 
         # 4b. advantage_scale "batch": one reward std over the whole global batch (all G
         #     micro-batches, all processes), as TRL's scale_rewards="batch"
-        if config.advantage_scale == "batch":
-            gather = None if acc.num_processes == 1 else (lambda t: acc.gather(t.to(device)))
+        #     normalize_then_sum: the sum of group-normalised rewards normalised over it (GDPO)
+        advantages = None
+        if config.multi_objective_aggregation == "normalize_then_sum":
+            advantages = global_batch_normalize(
+                [e.advantages for e in micro_episodes], gather=gather
+            )
+        elif config.advantage_scale == "batch":
             advantages = global_batch_advantages(
                 [e.reward for e in micro_episodes], M, gather=gather
             )
-            for episodes, batch, adv in zip(micro_episodes, batches, advantages):
-                episodes.advantages = adv
-                batch.advantages = adv.to(device)
+        for episodes, batch, adv in zip(micro_episodes, batches, advantages or ()):
+            episodes.advantages = adv
+            batch.advantages = adv.to(device)
+        # 4c. dapo / cispo: the loss is sum(l_t) / (active tokens of the global batch), TRL's
+        #     num_items_in_batch; each micro-batch gets the share that survives the 1/G of
+        #     accelerator.backward and the 1/world of DDP's gradient average
+        if config.loss_type in NUM_ITEMS_LOSS_TYPES:
+            num_items = dapo_num_items(
+                [b.completion_mask for b in batches], acc.num_processes, gather=gather
+            )
+            for batch in batches:
+                batch.num_items_in_batch = num_items
         record, texts = first_prompt
         samples = [
             {
@@ -205,3 +303,24 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
         run.after_step(step + 1, logged)
 
     return run.finish()
+
+
+def dapo_num_items(
+    masks: list, num_processes: int, *, gather: Callable[[Any], Any] | None = None
+) -> float:
+    """The ``num_items_in_batch`` to pass with each micro-batch for dapo / cispo.
+
+    masks: this process's loss masks of the step's G micro-batches, [N, C] each
+    gather: [L] -> [world * L] (accelerator.gather); None = one process
+    Returns T / (G * world), T = max(1, active tokens of every micro-batch of every process):
+    each micro-batch's loss sum_t l_t / (T / (G world)) is divided by G in
+    ``accelerator.backward`` and averaged over processes by DDP, so the update is that of
+    sum over the whole global batch of l_t / T, TRL 1.16's dapo.
+    """
+    import torch
+
+    if not masks:
+        raise ValueError("dapo_num_items: no micro-batches")
+    local = torch.stack([m.sum().float().cpu() for m in masks]).sum().reshape(1)
+    total = local if gather is None else gather(local).float().cpu().sum()
+    return max(float(total.sum().item()), 1.0) / (len(masks) * num_processes)

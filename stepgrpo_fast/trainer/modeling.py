@@ -274,8 +274,21 @@ def load_model_and_processor(
     torch_dtype: None/"auto" = bf16 on CUDA, fp32 on CPU. attn_implementation: None =
     flash_attention_2 on CUDA when flash_attn is installed, else sdpa. min_pixels/max_pixels
     override the checkpoint's image processor bounds. Raises ValueError for a missing directory
-    or an unsupported model_type.
+    or an unsupported model_type. A PEFT adapter directory (a use_peft run's final_model/) loads
+    as its base checkpoint with the adapter merged in (trainer/peft.py).
     """
+    from stepgrpo_fast.trainer.peft import is_adapter_dir, load_merged
+
+    if is_adapter_dir(os.path.expanduser(str(path_or_id))):
+        return load_merged(
+            os.path.expanduser(str(path_or_id)),
+            torch_dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            device=device,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            trust_remote_code=trust_remote_code,
+        )
     config = _load_config(path_or_id, trust_remote_code)
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:

@@ -42,6 +42,9 @@ class PolicyBatch:
     advantages:      [N] float32
     ref_logp:        [N, C] float32 or None (beta == 0)
     old_logp:        [N, C] float32 or None (num_iterations == 1: ratio = exp(logp - logp.detach()))
+    num_items_in_batch: the dapo / cispo normaliser of this micro-batch's loss (a float), or None
+                     (the op then divides by this micro-batch's counted tokens); set by the loop
+                     from the global batch's active tokens (grpo_loop.dapo_num_items)
     """
 
     model_inputs: dict[str, torch.Tensor]
@@ -51,6 +54,7 @@ class PolicyBatch:
     advantages: torch.Tensor
     ref_logp: torch.Tensor | None = None
     old_logp: torch.Tensor | None = None
+    num_items_in_batch: float | None = None
 
     def to(self, device: torch.device | str) -> "PolicyBatch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -196,6 +200,9 @@ class PolicyObjective(nn.Module):
     forward(batch: PolicyBatch)          -> (GRPO loss, metrics)
     forward(sft_inputs=dict, sft=True)   -> (NLL, metrics)
 
+    loss_options: extra keyword arguments of ``functional.linear_grpo_loss`` with TRL 1.16's names
+    (importance_sampling_level, delta, use_bias_correction_kl, entropy_coef, top_entropy_quantile,
+    off_policy_mask_threshold, sapo_temperature_pos / _neg), passed to every call unchanged.
     precision: a :class:`~stepgrpo_fast.trainer.modeling.Precision`; mixed precision runs the
     forward under its autocast (fp32 master weights, bf16 / fp16 compute).
     """
@@ -212,6 +219,7 @@ class PolicyObjective(nn.Module):
         max_completion_length: int | None = None,
         impl: str = "auto",
         precision: Any = None,
+        loss_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -223,6 +231,10 @@ class PolicyObjective(nn.Module):
         self.loss_type = loss_type
         self.max_completion_length = max_completion_length
         self.impl = impl
+        self.loss_options = dict(loss_options or {})
+        for name in ("num_items_in_batch", "sampling_logp", "importance_sampling_ratio"):
+            if name in self.loss_options:
+                raise ValueError(f"loss_options: {name} is per batch, not a loss option")
 
     def forward(
         self,
@@ -269,6 +281,8 @@ class PolicyObjective(nn.Module):
             max_completion_length=self.max_completion_length,
             bias=bias,
             impl=self.impl,
+            num_items_in_batch=batch.num_items_in_batch,
+            **self.loss_options,
         )
 
 

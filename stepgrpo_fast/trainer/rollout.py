@@ -147,6 +147,17 @@ def completion_mask_from_eos(
     return (positions <= first_eos.unsqueeze(1)).long()
 
 
+def ended_with_eos(
+    completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_token_ids: Sequence[int]
+) -> torch.Tensor:
+    """[N] bool: the completion holds an EOS inside its mask (False: it was cut at
+    max_new_tokens; TRL's mask_truncated_completions masks those)."""
+    is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
+    for eos in eos_token_ids:
+        is_eos |= completion_ids == eos
+    return (is_eos & completion_mask.bool()).any(dim=1)
+
+
 class GumbelSampler:
     """Logits processor that turns greedy decoding into sampling from the global torch RNG.
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 
+from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer import checkpoint as ckpt
 from stepgrpo_fast.trainer.config import TrainConfigBase
 from stepgrpo_fast.trainer.data import load_records
@@ -105,6 +106,8 @@ class Run:
                 "total_steps": self.total_steps,
                 "num_processes": acc.num_processes,
                 "kind": self.config.KIND,
+                # an adapter checkpoint resumes only on the base it was trained on
+                "base_model": self.config.model_name_or_path if self.config.use_peft else None,
             },
             keep_last=self.config.save_total_limit,
             rank=acc.process_index,
@@ -121,10 +124,13 @@ class Run:
             tmp = final_dir.with_name(final_dir.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             skip = ["optimizer.pt", "scheduler.pt", "rng_state_*", ckpt.MANIFEST, ckpt.GRAD_SCALER]
-            if self.precision.mixed:  # the checkpoint holds fp32 masters: rewrite the weights
+            # the checkpoint holds fp32 masters: rewrite the weights (a LoRA adapter stays fp32,
+            # as PEFT keeps it next to a bf16 base)
+            rewrite = self.precision.mixed and not self.config.use_peft
+            if rewrite:
                 skip += ["*.safetensors", "*.safetensors.index.json", "config.json"]
             shutil.copytree(self.last_saved, tmp, ignore=shutil.ignore_patterns(*skip))
-            if self.precision.mixed:
+            if rewrite:
                 model = acc.unwrap_model(self.objective).model
                 save_weights_as(model, tmp, self.precision.compute_dtype)
             shutil.rmtree(final_dir, ignore_errors=True)
@@ -150,7 +156,9 @@ class Run:
         if not self.accelerator.is_main_process:
             return None
         cfg = self.config
-        model = self.accelerator.unwrap_model(self.objective).model
+        # the HF model (LoRA layers inside under use_peft): generate() must see the neutral
+        # generation config the rollout code sets on it, not a PeftModel attribute
+        model = unwrap_model(self.accelerator.unwrap_model(self.objective).model)
         with self.precision.autocast():  # fp32 masters: evaluate in the compute dtype
             result = evaluate(
                 cfg.output_dir,
@@ -223,17 +231,7 @@ def start_run(
 
     # where to start: a verified checkpoint or the configured model
     resume_from = resolve_resume(config, resume, accelerator)
-    model_path = str(resume_from) if resume_from is not None else config.model_name_or_path
-    model, processor = load_model_and_processor(  # fp32 masters unless low_precision_weights
-        model_path, **load_kwargs(config, accelerator.device, precision.weight_dtype)
-    )
-    model.train()
-    if config.freeze_vision:
-        freeze_vision_tower(model)
-    if config.train_only:
-        train_only(model, config.train_only)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    model, processor = load_policy(config, resume_from, accelerator.device, precision)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -307,6 +305,51 @@ def start_run(
         grad_scaler=grad_scaler,
         last_saved=resume_from,
     )
+
+
+def load_policy(
+    config: TrainConfigBase, resume_from: Path | None, device: torch.device, precision: Any
+) -> tuple[torch.nn.Module, Any]:
+    """(model in train mode with only the trained parameters requiring grad, processor).
+
+    Full fine-tuning: the checkpoint (or the configured model) in the weight dtype (fp32 masters
+    unless low_precision_weights). use_peft: the configured base in the compute dtype (frozen),
+    with fresh LoRA adapters or the checkpoint's adapter; adapters in the weight dtype.
+    """
+    if not config.use_peft:
+        if resume_from is not None and (Path(resume_from) / "adapter_config.json").is_file():
+            raise ValueError(
+                f"cannot resume {resume_from} without use_peft: it holds a LoRA adapter "
+                "(set use_peft: true and the same model_name_or_path)"
+            )
+        model_path = str(resume_from) if resume_from is not None else config.model_name_or_path
+        model, processor = load_model_and_processor(
+            model_path, **load_kwargs(config, device, precision.weight_dtype)
+        )
+        model.train()
+        if config.freeze_vision:
+            freeze_vision_tower(model)
+        if config.train_only:
+            train_only(model, config.train_only)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model, processor
+    from stepgrpo_fast.trainer import peft as lora
+
+    if resume_from is not None:
+        lora.check_adapter_checkpoint(resume_from, config.model_name_or_path)
+    base, processor = load_model_and_processor(  # frozen: the compute dtype is enough
+        config.model_name_or_path, **load_kwargs(config, device, precision.compute_dtype)
+    )
+    if config.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+        base.enable_input_require_grads()  # the frozen embeddings give checkpoints no grad input
+    if resume_from is None:
+        model = lora.wrap_with_lora(base, config, trainable_dtype=precision.weight_dtype)
+    else:
+        model = lora.load_adapter(base, resume_from, trainable_dtype=precision.weight_dtype)
+    model.train()
+    return model, processor
 
 
 def refuse_deepspeed(accelerator: Any = None) -> None:
