@@ -27,7 +27,7 @@ INTERPRETER_BLOCKS = {"BLOCK_N": 64, "BLOCK_V": 1024, "BLOCK_H": 128}
 #   dot class:    "16bit" = fp16/bf16 inputs, "tf32" = fp32 with torch's TF32 switch on,
 #                 "ieee" = fp32 without TF32 (FMA matmuls on CUDA cores, no tensor cores).
 # Chosen 2026-11-25 with Triton 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine
-# (stepgrpo_fast/gpu/aot.py; tests/gpu/test_aot_compile.py re-checks every entry):
+# (stepgrpo_fast/gpu/aot.py; tests/gpu/test_gpu_aot.py re-checks every entry):
 # every tile compiles for every flag set (bias, entropy / gradient flags) with no register
 # spills (cuobjdump STACK 0, i.e. no STL/LDL), within the architecture's shared memory (163 KB
 # sm_80, 227 KB sm_90), and 16-bit / TF32 tiles use tensor cores (mma.sync / wgmma). Largest
@@ -91,7 +91,7 @@ DEFAULT_BLOCKS = {"BLOCK_N": 64, "BLOCK_V": 128, "BLOCK_H": 64, "BLOCK_H_GRAD": 
 # GPU tiles per dot class ("16bit": fp16/bf16; "ieee": fp32 -- this op ignores torch's TF32 switch),
 # the same on sm_80 and sm_90 (and the fallback for other GPUs). Chosen 2026-11-25 with Triton
 # 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine (stepgrpo_fast/gpu/aot.py; re-checked by
-# tests/gpu/test_aot_compile.py): no register spills (cuobjdump STACK 0) with or without
+# tests/gpu/test_gpu_aot.py): no register spills (cuobjdump STACK 0) with or without
 # bias, shared memory within 163 KB (sm_80) / 227 KB (sm_90). 16-bit: the lse pass at BLOCK_H 64
 # uses ~254 registers without spilling; the gradient kernel spills at BLOCK_H 64, hence
 # BLOCK_H_GRAD 32. fp32 (FMA matmuls, operands in registers): BLOCK_H 64 spills 216-2000 B, so
