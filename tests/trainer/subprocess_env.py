@@ -18,3 +18,27 @@ def subprocess_env() -> dict:
         PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
     )
     return env
+
+
+ACCELERATE_CONFIG = ROOT / "stepgrpo_fast" / "configs" / "accelerate" / "cpu_2proc.yaml"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_commands(config, one, two) -> tuple[list[str], list[str]]:
+    """(one process, 4 prompts per step; accelerate launch of 2 gloo processes, 2 prompts each):
+    `stepgrpo train --config CONFIG` into output dirs ``one`` and ``two``, same global batch."""
+    import sys
+
+    train = ["-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config)]
+    single = [sys.executable, *train, "--set", f"output_dir={one}", "--set", "per_device_batch_size=4"]
+    double = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
+              "--main_process_port", str(free_port()), *train,
+              "--set", f"output_dir={two}", "--set", "per_device_batch_size=2"]
+    return single, double

@@ -2,21 +2,11 @@
 with the same global batch (4 prompts x 2 samples per step; 2 per process under DDP)."""
 
 import json
-import socket
 import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
-
-from subprocess_env import ROOT, subprocess_env
-ACCELERATE_CONFIG = ROOT / "stepgrpo_fast" / "configs" / "accelerate" / "cpu_2proc.yaml"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from subprocess_env import ROOT, subprocess_env, train_commands
 
 
 def _metrics(out):
@@ -36,9 +26,9 @@ def test_two_processes_match_one_process(tmp_path, tiny_ckpt, tiny_rl_config):
         extra_reward_weights=[1.0],
     ).to_yaml(config)
     one, two = tmp_path / "one", tmp_path / "two"
-    train = ["-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config)]
+    single_cmd, double_cmd = train_commands(config, one, two)
     single = subprocess.Popen(
-        [sys.executable, *train, "--set", f"output_dir={one}", "--set", "per_device_batch_size=4"],
+        single_cmd,
         env=subprocess_env(),
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -46,20 +36,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_ckpt, tiny_rl_config):
         text=True,
     )
     double = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(ACCELERATE_CONFIG),
-            "--main_process_port",
-            str(_free_port()),
-            *train,
-            "--set",
-            f"output_dir={two}",
-            "--set",
-            "per_device_batch_size=2",
-        ],
+        double_cmd,
         env=subprocess_env(),
         cwd=ROOT,
         capture_output=True,

@@ -7,12 +7,10 @@ so its kept groups depend on the number of processes: it is not part of this com
 
 import json
 import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
-from subprocess_env import ROOT, subprocess_env
-from test_ddp import ACCELERATE_CONFIG, _free_port
+from subprocess_env import ROOT, subprocess_env, train_commands
 
 
 @pytest.mark.slow
@@ -32,30 +30,11 @@ def test_two_processes_match_one_for_dapo_and_normalize_then_sum(
         extra_reward_weights=[1.0],
     ).to_yaml(config)
     one, two = tmp_path / "one", tmp_path / "two"
-    train = ["-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config)]
+    single_cmd, double_cmd = train_commands(config, one, two)
     run = dict(env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
-    single = subprocess.run(
-        [sys.executable, *train, "--set", f"output_dir={one}", "--set", "per_device_batch_size=4"],
-        **run,
-    )
+    single = subprocess.run(single_cmd, **run)
     assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(ACCELERATE_CONFIG),
-            "--main_process_port",
-            str(_free_port()),
-            *train,
-            "--set",
-            f"output_dir={two}",
-            "--set",
-            "per_device_batch_size=2",
-        ],
-        **run,
-    )
+    double = subprocess.run(double_cmd, **run)
     assert double.returncode == 0, double.stderr[-3000:]
 
     r1, r2 = (json.loads((d / "metrics.jsonl").read_text().splitlines()[0]) for d in (one, two))

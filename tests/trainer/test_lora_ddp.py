@@ -2,23 +2,14 @@
 1 process with the same global batch, the reference from the adapter-disabled model (beta > 0)."""
 
 import json
-import socket
 import subprocess
-import sys
 
 import pytest
 import yaml
 from safetensors.torch import load_file
-from subprocess_env import ROOT, subprocess_env
+from subprocess_env import ROOT, subprocess_env, train_commands
 
 pytest.importorskip("peft")
-ACCELERATE_CONFIG = ROOT / "stepgrpo_fast" / "configs" / "accelerate" / "cpu_2proc.yaml"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -32,15 +23,13 @@ def test_lora_two_processes_match_one_process(tmp_path, tiny_ckpt, synthetic_dat
         "extra_reward_funcs": ["test_stepgrpo:digit_share"], "extra_reward_weights": [1.0],
     }))
     one, two = tmp_path / "one", tmp_path / "two"
-    train = ["-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config)]
+    single_cmd, double_cmd = train_commands(config, one, two)
     single = subprocess.Popen(
-        [sys.executable, *train, "--set", f"output_dir={one}", "--set", "per_device_batch_size=4"],
+        single_cmd,
         env=subprocess_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     double = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(ACCELERATE_CONFIG), "--main_process_port", str(_free_port()), *train,
-         "--set", f"output_dir={two}", "--set", "per_device_batch_size=2"],
+        double_cmd,
         env=subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=400,
     )
     _, single_err = single.communicate(timeout=400)
