@@ -23,25 +23,18 @@ def digit_share(completions, **kwargs):
     return [sum(ch.isdigit() for ch in text) / max(len(text), 1) for text in completions]
 
 
-def _config(tiny_ckpt, synthetic_data, out, **overrides):
+def _config(tiny_rl_config, out, **overrides):
+    """The tiny RL config (conftest) with these tests' scale and the library's vision defaults."""
     values = dict(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(out),
-        num_generations=2,
         max_new_tokens=24,
-        per_device_batch_size=2,
-        max_steps=1,
         learning_rate=1e-3,
-        save_steps=0,
-        sample_log_steps=0,
-        progress_bar=False,
-        seed=0,
+        freeze_vision=StepGRPOConfig.freeze_vision,
+        max_pixels=StepGRPOConfig.max_pixels,
         extra_reward_funcs=[DIGIT_REWARD],
         extra_reward_weights=[1.0],
     )
     values.update(overrides)
-    return StepGRPOConfig(**values)
+    return tiny_rl_config(out, **values)
 
 
 @pytest.fixture
@@ -96,9 +89,9 @@ OPTION_SETS = [
 
 
 @pytest.mark.parametrize("options", OPTION_SETS, ids=[o["loss_type"] for o in OPTION_SETS])
-def test_every_loss_option_reaches_the_op(options, spy, tiny_ckpt, synthetic_data, tmp_path):
+def test_every_loss_option_reaches_the_op(options, spy, tiny_rl_config, tmp_path):
     real, calls = spy
-    config = _config(tiny_ckpt, synthetic_data, tmp_path, **options)
+    config = _config(tiny_rl_config, tmp_path, **options)
     run_stepgrpo(config)
     assert len(calls) == 1  # one micro-batch, one update
     call = calls[0]
@@ -121,18 +114,17 @@ def test_every_loss_option_reaches_the_op(options, spy, tiny_ckpt, synthetic_dat
     assert abs(grpo - logged["loss"]) > 1e-6
 
 
-def test_dapo_two_micro_batches_update_as_one_batch(spy, tiny_ckpt, synthetic_data, tmp_path):
+def test_dapo_two_micro_batches_update_as_one_batch(spy, tiny_rl_config, tmp_path):
     """G = 2 micro-batches of 2 prompts == G = 1 of the same 4 prompts (same completions: the
     sampling seeds follow the position in the global batch), gradient norm included."""
     _, calls = spy
     kw = dict(loss_type="dapo", beta=0.04)
     big = run_stepgrpo(
-        _config(tiny_ckpt, synthetic_data, tmp_path / "big", per_device_batch_size=4, **kw)
+        _config(tiny_rl_config, tmp_path / "big", per_device_batch_size=4, **kw)
     )
     acc = run_stepgrpo(
         _config(
-            tiny_ckpt,
-            synthetic_data,
+            tiny_rl_config,
             tmp_path / "acc",
             per_device_batch_size=2,
             gradient_accumulation_steps=2,
@@ -160,7 +152,7 @@ def test_dapo_num_items_counts_every_micro_batch_and_process():
 
 
 def test_mask_truncated_completions_drops_rows_without_eos(
-    spy, tiny_ckpt, synthetic_data, tmp_path
+    spy, tiny_ckpt, tiny_rl_config, tmp_path
 ):
     from stepgrpo_fast.trainer.modeling import load_model_and_processor
     from stepgrpo_fast.trainer.rollout import ended_with_eos, eos_token_ids
@@ -170,7 +162,7 @@ def test_mask_truncated_completions_drops_rows_without_eos(
     eos = eos_token_ids(model, processor.tokenizer)
     for masked in (False, True):
         out = tmp_path / str(masked)
-        run_stepgrpo(_config(tiny_ckpt, synthetic_data, out, mask_truncated_completions=masked))
+        run_stepgrpo(_config(tiny_rl_config, out, mask_truncated_completions=masked))
         assert 0 < _rows(out)[0]["truncated_fraction"] < 1
     plain, masked = calls
     assert torch.equal(plain["targets"], masked["targets"])  # the same completions
@@ -235,11 +227,11 @@ def test_normalize_then_sum_matches_a_hand_computation():
     assert torch.cat([a, b]).tolist() == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-6)
 
 
-def test_normalize_then_sum_in_a_run(spy, tiny_ckpt, synthetic_data, tmp_path):
+def test_normalize_then_sum_in_a_run(spy, tiny_rl_config, tmp_path):
     _, calls = spy
     run_stepgrpo(
         _config(
-            tiny_ckpt, synthetic_data, tmp_path, multi_objective_aggregation="normalize_then_sum"
+            tiny_rl_config, tmp_path, multi_objective_aggregation="normalize_then_sum"
         )
     )
     adv = calls[0]["advantages"]

@@ -158,38 +158,29 @@ def digit_share_for_some(completions, solution, **kwargs):
     return [s if sol in ("A", "B", "2") else 0.0 for s, sol in zip(shares, solution)]
 
 
-def _run(tiny_ckpt, synthetic_data, out, **overrides):
+def _run(tiny_rl_config, out, **overrides):
+    """One dynamic-sampling step of the tiny RL config (conftest) -> its metrics row."""
     values = dict(
-        model_name_or_path=str(tiny_ckpt),
-        train_data=str(synthetic_data["rl"]),
-        output_dir=str(out),
-        num_generations=2,
-        max_new_tokens=16,
-        per_device_batch_size=2,
-        max_steps=1,
         learning_rate=1e-3,
-        save_steps=0,
-        sample_log_steps=0,
-        progress_bar=False,
-        seed=0,
+        freeze_vision=StepGRPOConfig.freeze_vision,
+        max_pixels=StepGRPOConfig.max_pixels,
         dynamic_sampling=True,
         dynamic_sampling_max_rounds=2,
     )
     values.update(overrides)
-    run_stepgrpo(StepGRPOConfig(**values))
+    run_stepgrpo(tiny_rl_config(out, **values))
     return json.loads(open(f"{out}/metrics.jsonl").readline())
 
 
-def test_run_with_only_flat_groups_uses_every_round(tiny_ckpt, synthetic_data, tmp_path):
-    row = _run(tiny_ckpt, synthetic_data, tmp_path)  # StepRAR + StepRVR: 0 for the tiny model
+def test_run_with_only_flat_groups_uses_every_round(tiny_rl_config, tmp_path):
+    row = _run(tiny_rl_config, tmp_path)  # StepRAR + StepRVR: 0 for the tiny model
     assert row["dynamic_sampling_rounds"] == 2.0
     assert row["flat_group_fraction"] == 1.0 and row["flat_group_fraction_kept"] == 1.0
 
 
-def test_run_with_spread_logs_the_filter(tiny_ckpt, synthetic_data, tmp_path):
+def test_run_with_spread_logs_the_filter(tiny_rl_config, tmp_path):
     row = _run(
-        tiny_ckpt,
-        synthetic_data,
+        tiny_rl_config,
         tmp_path,
         extra_reward_funcs=[f"{__name__}:digit_share"],
         extra_reward_weights=[1.0],
@@ -201,10 +192,9 @@ def test_run_with_spread_logs_the_filter(tiny_ckpt, synthetic_data, tmp_path):
     assert row["grad_norm"] > 0
 
 
-def test_run_refills_flat_groups_with_fresh_prompts(tiny_ckpt, synthetic_data, tmp_path):
+def test_run_refills_flat_groups_with_fresh_prompts(tiny_rl_config, tmp_path):
     row = _run(
-        tiny_ckpt,
-        synthetic_data,
+        tiny_rl_config,
         tmp_path,
         extra_reward_funcs=[f"{__name__}:digit_share_for_some"],
         extra_reward_weights=[1.0],
