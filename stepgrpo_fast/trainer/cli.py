@@ -46,11 +46,15 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list_options(parser: argparse.ArgumentParser, kind: str) -> None:
-    """--help ends with every option of the run config: type, default and meaning."""
+    """Every option of the run config as a ``--KEY VALUE`` flag (config_flags.py); --help ends
+    with each one's type, default and meaning."""
     from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
+    from stepgrpo_fast.trainer.config_flags import add_option_flags
     from stepgrpo_fast.trainer.config_names import options_help
 
-    parser.epilog = options_help(SFTConfig if kind == "sft" else StepGRPOConfig)
+    cls = SFTConfig if kind == "sft" else StepGRPOConfig
+    add_option_flags(parser, cls)
+    parser.epilog = options_help(cls)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
@@ -148,11 +152,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _train(kind: str, args: argparse.Namespace) -> int:
+    from stepgrpo_fast.trainer.config_flags import given_options
     from stepgrpo_fast.trainer.loop import run_config
 
     config_cls, run = run_config(kind)
     try:
-        config = config_cls.from_yaml(args.config, overrides=args.overrides)
+        config = config_cls.from_yaml(args.config, overrides=args.overrides,
+                                      options=given_options(args, config_cls))
         summary = run(config, resume=args.resume)
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -290,8 +290,11 @@ class TrainConfigBase:
         return next((f.default for f in fields if f.name == "num_generations"), None)
 
     @classmethod
-    def from_yaml(cls, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()):
-        """Load ``path`` (may be None: defaults only) and apply ``key=value`` overrides in order."""
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                  options: dict[str, Any] | None = None):
+        """Load ``path`` (may be None: defaults only), then apply ``options`` (typed values by
+        name, e.g. the CLI's ``--KEY VALUE`` flags: config_flags.py), then the ``key=value``
+        ``overrides`` in order. TRL's names are accepted everywhere (config_names.py)."""
         values: dict[str, Any] = {}
         source = "overrides"
         if path is not None:
@@ -307,19 +310,25 @@ class TrainConfigBase:
                 if key not in cls.field_names() and key not in ALIASES:
                     raise ValueError(unknown_key_message(cls, key, cls.field_names(), source))
         hints = typing.get_type_hints(cls)
+        for key, value in (options or {}).items():
+            cls._set_value(values, key, value, hints, f"--{key}")
         for item in overrides:
             key, value = parse_override(item)
-            if key in ALIASES and ALIASES[key] in hints:  # TRL's name: replaces ours from the file
-                values.pop(ALIASES[key], None)
-                values[key] = value  # converted (and checked) by resolve_aliases in from_dict
-                continue
-            if key not in cls.field_names():
-                raise ValueError(
-                    unknown_key_message(cls, key, cls.field_names(), f"override {item!r}")
-                )
-            values.pop(next((a for a, t in ALIASES.items() if t == key), ""), None)
-            values[key] = coerce_value(key, value, hints[key])
+            cls._set_value(values, key, value, hints, f"override {item!r}")
         return cls.from_dict(values, source=source)
+
+    @classmethod
+    def _set_value(cls, values: dict[str, Any], key: str, value: Any, hints: dict[str, Any],
+                   source: str) -> None:
+        """values[key] = value, replacing what an earlier source set under our name or TRL's."""
+        if key in ALIASES and ALIASES[key] in hints:  # TRL's name: replaces ours from the file
+            values.pop(ALIASES[key], None)
+            values[key] = value  # converted (and checked) by resolve_aliases in from_dict
+            return
+        if key not in cls.field_names():
+            raise ValueError(unknown_key_message(cls, key, cls.field_names(), source))
+        values.pop(next((a for a, t in ALIASES.items() if t == key), ""), None)
+        values[key] = coerce_value(key, value, hints[key])
 
 
 # ----------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def options_help(cls: type) -> str:
     (from the field's metadata; the first class in the MRO that documents it)."""
     hints = typing.get_type_hints(cls)
     aliases = ", ".join(f"{a} -> {t}" for a, t in ALIASES.items())
-    lines = ["options (--set KEY=VALUE, or keys of the --config YAML):",
+    lines = ["options (keys of the --config YAML, --KEY VALUE flags or --set KEY=VALUE; later wins:",
+             "  YAML < --KEY < --set):",
              textwrap.fill(f"TRL's names are accepted too: {aliases}", width=100,
                            initial_indent="  ", subsequent_indent="  ")]
     for f in dataclasses.fields(cls):
