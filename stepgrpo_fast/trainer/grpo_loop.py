@@ -58,7 +58,8 @@ from stepgrpo_fast.trainer.rollout import (
     generate_rollouts,
     repeat_prompt_inputs,
 )
-from stepgrpo_fast.trainer.run import load_kwargs, optimizer_step, start_run, to_device
+from stepgrpo_fast.trainer.run import optimizer_step, start_run, to_device
+from stepgrpo_fast.trainer.run_model import load_kwargs
 
 RL_BAR_KEYS = ("reward", "kl", "step_time")
 # StepGRPOConfig fields passed to functional.linear_grpo_loss unchanged (TRL 1.16's names)

@@ -14,7 +14,8 @@ from typing import Any
 
 from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig, TrainConfigBase
 from stepgrpo_fast.trainer.grpo_loop import run_stepgrpo
-from stepgrpo_fast.trainer.run import FINAL_MODEL_DIR, refuse_deepspeed, save_weights_as
+from stepgrpo_fast.trainer.run import FINAL_MODEL_DIR, refuse_deepspeed
+from stepgrpo_fast.trainer.run_model import save_weights_as
 from stepgrpo_fast.trainer.sft_loop import run_sft
 
 __all__ = ["FINAL_MODEL_DIR", "refuse_deepspeed", "run_config", "run_sft", "run_stepgrpo",

@@ -272,7 +272,7 @@ def export_merged(
 ) -> Path:
     """Write base + adapter merged as a self-contained checkpoint (weights in the base
     checkpoint's dtype, config, generation config, tokenizer / processor files) to ``out_dir``."""
-    from stepgrpo_fast.trainer.run import save_weights_as
+    from stepgrpo_fast.trainer.run_model import save_weights_as
 
     adapter_dir, out = Path(adapter_dir), Path(out_dir)
     if not is_adapter_dir(adapter_dir):
