@@ -42,3 +42,25 @@ def train_commands(config, one, two) -> tuple[list[str], list[str]]:
               "--main_process_port", str(free_port()), *train,
               "--set", f"output_dir={two}", "--set", "per_device_batch_size=2"]
     return single, double
+
+
+def kill_at_checkpoint(command: list[str], out_dir: Path, step: int, timeout_s: float = 240) -> None:
+    """Start ``command`` (a training run writing to ``out_dir``), SIGKILL it as soon as
+    ``out_dir/checkpoint-{step}`` is in place, and check that it died there without a final model."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, env=subprocess_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout_s
+    while not (out_dir / f"checkpoint-{step}").is_dir():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before the kill: {proc.stderr.read()[-3000:]}")
+        assert time.time() < deadline, f"no checkpoint-{step} appeared in {timeout_s} s"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out_dir / "final_model").exists()

