@@ -1,8 +1,12 @@
 """The launch matrix: every Triton kernel launch our dispatcher or autotuner can make.
 
-Each builder mirrors one launcher in stepgrpo_fast/ops (same argument order, same dummy
-pointers, same constexprs) and yields ``Launch`` records: the kernel, mock arguments (dtype +
-pointer address only), constexprs and launch options. aot.py binds them with Triton's own
+Each builder calls the plan functions of one launcher in stepgrpo_fast/ops (ops/launch_plan.py:
+the same functions the real launch runs) with stand-in tensors of the case's shapes on the
+"meta" device and an explicit H100-sized ``Target`` (sm_80 / sm_90, H100_SMS SMs, TF32 switch),
+and turns each plan into ``Launch`` records: the kernel, mock arguments (dtype + pointer address
+only; a view's address is its offset in the plan's buffer), constexprs and launch options, one
+record per config for an autotuner. Argument order, dummy pointers, buffer views, tiles, vocab
+splits and flags therefore come from the launcher itself. aot.py binds them with Triton's own
 argument specialiser for a CUDA target, which turns them into exactly the (signature,
 constexprs, divisibility attrs, options) a real launch would compile.
 
@@ -47,7 +51,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ops.tiles import H100_SMS, v_split_columns, vocab_splits
+from ..ops.launch_plan import LaunchPlan, gpu_target
+from ..ops.tiles import H100_SMS
 
 HIDDEN_SIZES = (896, 1536, 3584, 4096)      # Qwen2/2.5(-VL) 0.5B, 1.5B, 7B, and 4096-wide heads
 VOCAB_SIZE = 151_936                         # Qwen2 vocabulary
@@ -62,17 +67,21 @@ DTYPES = (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
 TIERS = ("ci", "full")
 MATRIX = {"dtype": [d[0] for d in DTYPES], "H": list(HIDDEN_SIZES), "V": [VOCAB_SIZE],
           "entropy": [False, True], "bias": [False, True], "temperature": list(TEMPERATURES)}
+BASE_ADDRESS = 1 << 20                       # of every stand-in allocation (16-byte aligned)
 
 
 class MockPtr:
     """Stands in for a tensor argument: Triton's specialiser reads only dtype and data_ptr()."""
 
-    def __init__(self, dtype: torch.dtype, address: int = 1 << 20):
+    def __init__(self, dtype: torch.dtype, address: int = BASE_ADDRESS):
         self.dtype = dtype
         self._address = address
 
     def data_ptr(self) -> int:
         return self._address
+
+    def __repr__(self) -> str:
+        return f"MockPtr({self.dtype}, {self._address:#x})"
 
 
 @dataclass
@@ -106,9 +115,44 @@ def _label(tiles: dict, options: dict) -> str:
     return f"{t} w{options.get('num_warps', 4)} s{options.get('num_stages', 3)}"
 
 
-def _fp32_buffers(n: int, count: int, splits: int) -> list[MockPtr]:
-    """Views of one torch.empty(count, splits, n) fp32 buffer (unbind(0)): offsets matter."""
-    return [MockPtr(torch.float32, (1 << 20) + k * splits * n * 4) for k in range(count)]
+def _plan_label(constexprs: dict, options: dict) -> str:
+    """Tiled kernels: "BN/BV/BH w s"; elementwise ones: "BLOCK=b" (+ " wN" with options)."""
+    if "BLOCK" in constexprs:
+        return f"BLOCK={constexprs['BLOCK']}" + (f" w{options['num_warps']}" if options else "")
+    return _label({k: constexprs[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, options)
+
+
+def _meta(*shape, dtype=torch.float32) -> torch.Tensor:
+    """A stand-in tensor: shape and dtype only, no memory."""
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def stand_in(arg):
+    """A plan argument as the specialiser sees it: a tensor -> MockPtr of its dtype at its byte
+    offset within its allocation (views of one buffer differ), anything else unchanged."""
+    if isinstance(arg, torch.Tensor):
+        return MockPtr(arg.dtype, BASE_ADDRESS + arg.storage_offset() * arg.element_size())
+    return arg
+
+
+def plan_launches(plan: LaunchPlan, case: dict, dtype: str, *, matmul: bool, tags: tuple = (),
+                  tier: str = "ci", arch: int | None = None):
+    """Launch records of one plan: one per config of an autotuner (its tiles and launch
+    options over the plan's flags), else the plan's own constexprs and options."""
+    module, kernel = plan.name
+    args = tuple(stand_in(a) for a in plan.args)
+    if plan.autotuned:
+        configs = plan.kernel.configs
+        for config in configs:
+            tiles, options = _config_options(config)
+            yield Launch(module, kernel, args, {**plan.constexprs, **tiles}, options,
+                         {**case, "config": _label(tiles, options)}, dtype, matmul=matmul,
+                         autotuned=len(configs) > 1, tags=tags, tier=tier,
+                         n_configs=len(configs), arch=arch)
+    else:
+        yield Launch(module, kernel, args, dict(plan.constexprs), dict(plan.options),
+                     {**case, "config": _plan_label(plan.constexprs, plan.options)}, dtype,
+                     matmul=matmul, autotuned=False, tags=tags, tier=tier, arch=arch)
 
 
 # ----------------------------------------------------------------------------- linear_logprobs
@@ -119,75 +163,40 @@ def _logprobs_cases():
                "temperature": temp}, dtype, tf32
 
 
-def _v_split(n: int, block_n: int, block_v: int) -> int:
-    """The forward launcher's vocab split (ops/tiles.py:v_split_columns) on an H100 (132 SMs)."""
-    return v_split_columns(-(-n // block_n), VOCAB_SIZE, block_v, H100_SMS)
-
-
-def _tile_lists(kind: str, configs):
-    """(architecture class, sm, dot class) -> the configs a GPU of that class can pick for
-    ``kind`` ("fwd" / "bwd"): its autotuner's list (whose first entry is also the fixed tile
-    when autotuning is off), or ``configs`` for every class when given."""
+def _logprobs_plans(kind: str, n: int):
+    """(plan, case, sm) of one linear_logprobs kernel over the matrix, per architecture class:
+    the launcher's own plan on an H100-sized GPU of that class (its autotuner's tiles)."""
     from ..ops import linear_logprobs as ops
 
-    for arch in ops.ARCH_CLASSES:
-        for dot in ops.DOT_CLASSES:
-            yield arch, ARCH_OF_CLASS[arch], dot, (
-                ops.TUNED_KERNELS[kind, arch, dot].configs if configs is None else configs)
-
-
-def _logprobs_launches(kind: str, n: int, configs, make_args, make_flags):
-    """Launch records of one linear_logprobs kernel over the matrix, per architecture class."""
-    from ..ops import linear_logprobs as ops
-
-    lists = {(arch, dot): (sm, cfgs) for arch, sm, dot, cfgs in _tile_lists(kind, configs)}
-    for arch in ops.ARCH_CLASSES:
+    for sm in ARCH_OF_CLASS.values():
         for case, dtype, tf32 in _logprobs_cases():
-            precision = "tf32" if tf32 else "ieee"
-            sm, cfgs = lists[arch, ops.dot_class(dtype, precision)]
-            args = make_args(case, dtype)
-            flags = {**make_flags(case), "INPUT_PRECISION": precision}
-            for config in cfgs:
-                tiles, options = _config_options(config)
-                yield Launch("stepgrpo_fast.ops.linear_logprobs", f"_{kind}_kernel", args,
-                             {**flags, **tiles}, options,
-                             {**case, "config": _label(tiles, options)}, case["dtype"],
-                             matmul=True, autotuned=len(cfgs) > 1, n_configs=len(cfgs), arch=sm)
+            target = gpu_target(divmod(sm, 10), H100_SMS, allow_tf32=tf32)
+            h, ent = case["H"], case["entropy"]
+            hidden, weight = _meta(n, h, dtype=dtype), _meta(VOCAB_SIZE, h, dtype=dtype)
+            targets = _meta(n, dtype=torch.int64)
+            bias = _meta(VOCAB_SIZE, dtype=dtype) if case["bias"] else None
+            if kind == "fwd":
+                plan = ops.forward_plan(hidden, weight, targets, bias, case["temperature"], ent,
+                                        target=target)
+            else:   # all gradients wanted; "with entropy": into log-probs and entropy
+                dh, dw, db = ops.backward_buffers(hidden, weight, bias)
+                plan = ops.backward_plan(hidden, weight, targets, bias, case["temperature"],
+                                         _meta(n), _meta(n) if ent else None, _meta(n),
+                                         _meta(n) if ent else None, dh, dw, db, target=target)
+            yield plan, case, sm
 
 
-def logprobs_forward_launches(n: int = TOKENS, configs=None):
-    """ops/linear_logprobs.py:linear_logprobs_forward_triton: every tile of the autotuner of each
-    (architecture, dot class) -- the fixed default tile is the first of them."""
-    from ..ops import linear_logprobs as ops
-
-    v_split = _v_split(n, 128, ops.AUTOTUNE_V_ALIGN)
-    splits = -(-VOCAB_SIZE // v_split)
-
-    def make_args(case, dtype):
-        h = case["H"]
-        io = MockPtr(dtype)                   # hidden, weight, and the bias (hidden if none)
-        return (io, io, io, MockPtr(torch.int64), *_fp32_buffers(n, 4, splits),
-                n, VOCAB_SIZE, h, v_split, h, 1, h, 1, 1.0 / case["temperature"])
-
-    return _logprobs_launches("fwd", n, configs, make_args, lambda case: {
-        "HAS_BIAS": case["bias"], "RETURN_ENTROPY": case["entropy"]})
+def logprobs_forward_launches(n: int = TOKENS):
+    """ops/linear_logprobs.py:forward_plan: every tile of the autotuner of each (architecture,
+    dot class) -- the fixed default tile is the first of them."""
+    for plan, case, sm in _logprobs_plans("fwd", n):
+        yield from plan_launches(plan, case, case["dtype"], matmul=True, arch=sm)
 
 
-def logprobs_backward_launches(n: int = TOKENS, configs=None):
-    """ops/linear_logprobs.py:linear_logprobs_backward_triton, all gradients wanted."""
-    f32 = MockPtr(torch.float32)
-
-    def make_args(case, dtype):
-        h = case["H"]
-        io = MockPtr(dtype)
-        bias = io if case["bias"] else f32                # or_dummy: a 1-element fp32 buffer
-        ent = f32                                         # entropy (saved) or the dummy: fp32 both
-        return (io, io, bias, MockPtr(torch.int64), f32, ent, f32, f32, f32, f32, f32,
-                n, VOCAB_SIZE, h, h, 1, h, 1, 1.0 / case["temperature"])
-
-    return _logprobs_launches("bwd", n, configs, make_args, lambda case: {
-        "HAS_BIAS": case["bias"], "HAS_GRAD_LOGP": True, "HAS_GRAD_ENT": case["entropy"],
-        "COMPUTE_DH": True, "COMPUTE_DW": True, "COMPUTE_DB": case["bias"], "GROUP_N": 8})
+def logprobs_backward_launches(n: int = TOKENS):
+    """ops/linear_logprobs.py:backward_plan, all gradients wanted."""
+    for plan, case, sm in _logprobs_plans("bwd", n):
+        yield from plan_launches(plan, case, case["dtype"], matmul=True, arch=sm)
 
 
 def logprobs_divisible_launches(n: int = DIVISIBLE_TOKENS):
@@ -198,86 +207,89 @@ def logprobs_divisible_launches(n: int = DIVISIBLE_TOKENS):
 
 
 # ---------------------------------------------------------------------------- linear_grpo_loss
+# linear_grpo_loss's tiles are the same on every architecture; splits are sized for an H100.
+GRPO_TARGET = gpu_target((9, 0), H100_SMS)
+
+
+def _grpo_inputs(m: int, h: int, dtype, bias: bool):
+    """Stand-ins of the launcher's normalised inputs: hidden [M,H], weight [V,H], bias [V] | None,
+    rows [M] int64 (all M tokens counted), targets [M] int64."""
+    return (_meta(m, h, dtype=dtype), _meta(VOCAB_SIZE, h, dtype=dtype),
+            _meta(VOCAB_SIZE, dtype=dtype) if bias else None,
+            _meta(m, dtype=torch.int64), _meta(m, dtype=torch.int64))
+
+
 def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
-    """ops/linear_grpo_loss.py:linear_grpo_loss_triton: lse pass, token coefficients, gradient,
-    at the GPU tiles of each input dtype (ops.gpu_blocks; the same on every architecture)."""
+    """ops/linear_grpo_loss.py: lse_plan, token_coef_plan, grad_plan, at the GPU tiles of each
+    input dtype (ops.gpu_blocks; the same on every architecture)."""
     from ..ops import linear_grpo_loss as ops
 
-    f32, i64 = MockPtr(torch.float32), MockPtr(torch.int64)
-    mod = "stepgrpo_fast.ops.linear_grpo_loss"
-    splits = 1
     for (name, dtype, _tf32), h, bias, temp in itertools.product(
             DTYPES[:3], HIDDEN_SIZES, (False, True), TEMPERATURES):
-        cfg = ops.gpu_blocks(dtype)
-        bm, bv = cfg["BLOCK_N"], cfg["BLOCK_V"]
-        m_blocks, v_blocks = -(-m // bm), -(-VOCAB_SIZE // bv)
-        splits = vocab_splits(m_blocks, v_blocks, H100_SMS)   # the launcher's rule on an H100
-        per_split = -(-v_blocks // splits)
-        splits = -(-v_blocks // per_split)
-        # fp32 -> "ieee" always (this op ignores torch's TF32 switch); 16-bit -> "tf32" (unused)
-        precision = "ieee" if dtype == torch.float32 else "tf32"
-        case = {"dtype": name, "H": h, "V": VOCAB_SIZE, "entropy": False, "bias": bias,
-                "temperature": temp}
-        io = MockPtr(dtype)
-        b_arg = io                                        # the bias, or hidden as a dummy
-        inv_t = 1.0 / temp
-        common = {"HAS_BIAS": bias, "INPUT_PRECISION": precision, "BLOCK_N": bm, "BLOCK_V": bv}
+        hidden, weight, b, rows, targets = _grpo_inputs(m, h, dtype, bias)
+        case = {"dtype": name, "H": h, "V": VOCAB_SIZE, "bias": bias, "temperature": temp}
         # HAS_ENT: the entropy variants (entropy_coef != 0 or top_entropy_quantile < 1)
         for ent in (False, True):
             ent_case = {**case, "entropy": ent}
-            lse_c = {**common, "BLOCK_H": cfg["BLOCK_H"], "HAS_ENT": ent}
-            lse_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
-            yield Launch(mod, "_lse_partial_kernel",
-                         (io, io, b_arg, i64, i64, f32, f32, f32, f32, m, VOCAB_SIZE, h, inv_t, per_split),
-                         lse_c, lse_o, {**ent_case, "config": _label(
-                             {k: lse_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, lse_o)},
-                         name, matmul=True, autotuned=False, tags=tags, tier=tier)
-            grad_c = {**common, "BLOCK_H": cfg["BLOCK_H_GRAD"], "NEED_DH": True, "NEED_DW": True,
-                      "NEED_DB": bias, "HAS_ENT": ent}
-            grad_o = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages_grad"]}
-            yield Launch(mod, "_grad_tile_kernel",
-                         (io, io, b_arg, i64, i64, f32, f32, f32, f32, f32, f32, f32, m, VOCAB_SIZE, h,
-                          inv_t),
-                         grad_c, grad_o, {**ent_case, "config": _label(
-                             {k: grad_c[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, grad_o)},
-                         name, matmul=True, autotuned=False, tags=tags, tier=tier)
-    # BLOCK = min(1024, next_power_of_2(M)): 1024 from M = 513 tokens on, smaller below.
+            lse = ops.lse_plan(hidden, weight, b, rows, targets, temperature=temp, has_ent=ent,
+                               target=GRPO_TARGET)
+            yield from plan_launches(lse, ent_case, name, matmul=True, tags=tags, tier=tier)
+            d_h, d_w, d_b = ops.grad_buffers(hidden, weight, True, True, bias)
+            q = zbar = _meta(m) if ent else None
+            grad = ops.grad_plan(hidden, weight, b, rows, targets, _meta(m), _meta(m), q, zbar,
+                                 d_h, d_w, d_b, lse.outputs[0], temperature=temp,
+                                 target=GRPO_TARGET)
+            yield from plan_launches(grad, ent_case, name, matmul=True, tags=tags, tier=tier)
+    yield from _token_coef_launches(m, tags, tier)
+
+
+def _token_coef_launches(m: int, tags: tuple, tier: str):
+    """_token_coef_kernel on kernel 1's partials at M tokens: BLOCK = min(1024,
+    next_power_of_2(M)), so 1024 from M = 513 tokens on and smaller blocks below (M = block - 1).
+    Kernel 1's splits depend on the dtype's tiles: each dtype's plan, identical ones once."""
+    from ..formulas import PolicyOptions
+    from ..ops import linear_grpo_loss as ops
+
+    opts = PolicyOptions(beta=0.04, epsilon_low=0.2, epsilon_high=0.2,
+                         use_bias_correction_kl=False)
+    seen = set()
     for block, has_old, has_ref in itertools.product(TOKEN_COEF_BLOCKS if not tags else (1024,),
                                                      (False, True), (False, True)):
-        rows = m if block == 1024 else block - 1
-        yield _small(mod, "_token_coef_kernel",
-                     (f32, f32, f32, i64, f32, f32, f32, f32, f32, f32, f32, rows, splits,
-                      0.04, 0.2, 0.2, 1.0),
-                     {"HAS_OLD": has_old, "HAS_REF": has_ref, "BLOCK": block}, tags, tier,
-                     {"num_warps": ops.token_coef_warps(block)})
-
-
-def _small(module, kernel, args, constexprs, tags=(), tier="ci", options=None):
-    """An elementwise / reduction kernel: fp32 only, default launch options unless given."""
-    options = options or {}
-    label = f"BLOCK={constexprs['BLOCK']}" + (f" w{options['num_warps']}" if options else "")
-    return Launch(module, kernel, args, constexprs, options, {"config": label},
-                  "fp32", matmul=False, autotuned=False, tags=tags, tier=tier)
+        rows_m = m if block == 1024 else block - 1
+        for _name, dtype, _tf32 in DTYPES[:3]:
+            hidden, weight, _b, rows, targets = _grpo_inputs(rows_m, HIDDEN_SIZES[0], dtype, False)
+            lse = ops.lse_plan(hidden, weight, None, rows, targets, temperature=1.0,
+                               has_ent=False, target=GRPO_TARGET)
+            w, adv = _meta(rows_m), _meta(rows_m)
+            old, ref = (_meta(rows_m) if flag else None for flag in (has_old, has_ref))
+            plan = ops.token_coef_plan(lse.outputs, rows, w, adv, old, ref, opts, temperature=1.0)
+            for launch in plan_launches(plan, {}, "fp32", matmul=False, tags=tags, tier=tier):
+                key = repr((launch.args, sorted(launch.constexprs.items()),
+                            sorted(launch.options.items())))
+                if key not in seen:
+                    seen.add(key)
+                    yield launch
 
 
 # ----------------------------------------------------------------------------------- grpo_loss
 def grpo_token_launches(n: int = TOKENS):
-    """ops/grpo_loss.py: token loss (fixed TOKEN_BLOCK), batch std, group advantages."""
+    """ops/grpo_loss.py: grpo_token_plan (fixed TOKEN_BLOCK), group_advantages_plans (batch std,
+    group advantages)."""
     from ..ops import grpo_loss as ops
 
-    f32 = MockPtr(torch.float32)
-    mod = "stepgrpo_fast.ops.grpo_loss"
     for has_old, has_ref in itertools.product((False, True), repeat=2):
-        yield _small(mod, "_grpo_token_kernel", (f32,) * 7 + (n, 0.04, 0.2, 0.2),
-                     {"HAS_OLD": has_old, "HAS_REF": has_ref, "BLOCK": ops.TOKEN_BLOCK})
-    # rewards of G groups: the block is next_power_of_2(group_size) (num_generations >= 2) and,
-    # for scale="batch", min(4096, next_power_of_2(rewards)) for the batch std.
+        plan = ops.grpo_token_plan(_meta(n), _meta(n), _meta(n), _meta(n) if has_old else None,
+                                   _meta(n) if has_ref else None, 0.04, 0.2, 0.2)
+        yield from plan_launches(plan, {}, "fp32", matmul=False)
+    # rewards of 8 groups: the block is next_power_of_2(group_size) (num_generations >= 2)
     for group_size in (2, 4, 8, 16, 32, 64):
-        for scale in (0, 1, 2):
-            yield _small(mod, "_group_advantages_kernel", (f32, f32, f32, group_size, 1e-4),
-                         {"SCALE": scale, "BLOCK": group_size})
+        for scale in ("none", "group", "batch"):
+            plans = ops.group_advantages_plans(_meta(8 * group_size), group_size, scale, 1e-4)
+            yield from plan_launches(plans[-1], {}, "fp32", matmul=False)
+    # scale="batch": the batch std's block is min(4096, next_power_of_2(rewards))
     for block in (64, 256, 1024, 4096):
-        yield _small(mod, "_batch_std_kernel", (f32, f32, block - 3), {"BLOCK": block})
+        plans = ops.group_advantages_plans(_meta(block - 3), block - 3, "batch", 1e-4)
+        yield from plan_launches(plans[0], {}, "fp32", matmul=False)
 
 
 def all_launches():

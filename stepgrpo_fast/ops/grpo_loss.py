@@ -8,6 +8,8 @@
 ops/linear_grpo_loss.py calls it too, so both Triton paths share one formula with
 formulas.py:policy_token_terms for the options it covers (the torch twin; the test
 oracle is reference/grpo_loss.py).
+Each launch is built by a plan function (group_advantages_plans, grpo_token_plan:
+ops/launch_plan.py), which the AOT registry (gpu/launches.py) calls too.
 Kernels are defined only when triton imports; launching on CPU tensors needs TRITON_INTERPRET=1.
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 
 from ..formulas import KERNEL_STATS, NUM_STATS, STAT_RATIO_MAX, STAT_RATIO_MIN
 from ..utils import require_triton
+from . import launch_plan
+from .launch_plan import LaunchPlan
 from .triton_import import tl, triton  # None without Triton
 
 _SCALE_CODE = {"none": 0, "group": 1, "batch": 2}
@@ -158,28 +162,41 @@ def reduce_stats(partials: torch.Tensor) -> torch.Tensor:
     return stats
 
 
-def group_advantages_triton(rewards: torch.Tensor, group_size: int, scale: str = "group",
-                            eps: float = 1e-4) -> torch.Tensor:
-    """rewards [G*group_size] -> float32 advantages (same maths as group_advantages_reference)."""
+def group_advantages_plans(rewards: torch.Tensor, group_size: int, scale: str = "group",
+                           eps: float = 1e-4) -> list[LaunchPlan]:
+    """The launches of ``group_advantages_triton``: the batch std (scale="batch" only), then
+    the per-group kernel, whose outputs are (advantages [n] fp32,)."""
     require_triton()
     r = rewards.detach().to(torch.float32).contiguous()
     n = r.numel()
     out = torch.empty_like(r)
     batch_std = torch.zeros(1, dtype=torch.float32, device=r.device)
+    plans = []
     if scale == "batch":
-        _batch_std_kernel[(1,)](r, batch_std, n, BLOCK=min(4096, triton.next_power_of_2(n)))
-    block = triton.next_power_of_2(group_size)
-    _group_advantages_kernel[(n // group_size,)](r, out, batch_std, group_size, float(eps),
-                                                 SCALE=_SCALE_CODE[scale], BLOCK=block)
-    return out
+        plans.append(LaunchPlan(_batch_std_kernel, (1,), (r, batch_std, n),
+                                {"BLOCK": min(4096, triton.next_power_of_2(n))}))
+    plans.append(LaunchPlan(_group_advantages_kernel, (n // group_size,),
+                            (r, out, batch_std, group_size, float(eps)),
+                            {"SCALE": _SCALE_CODE[scale],
+                             "BLOCK": triton.next_power_of_2(group_size)},
+                            outputs=(out,)))
+    return plans
 
 
-def grpo_token_loss_triton(logp, weights, adv, old, ref, beta, epsilon_low, epsilon_high, *,
-                           block: int = TOKEN_BLOCK):
-    """Elementwise GRPO loss over tokens of any shape (all tensors broadcast to logp's shape).
+def group_advantages_triton(rewards: torch.Tensor, group_size: int, scale: str = "group",
+                            eps: float = 1e-4) -> torch.Tensor:
+    """rewards [G*group_size] -> float32 advantages (same maths as group_advantages_reference)."""
+    plans = group_advantages_plans(rewards, group_size, scale, eps)
+    for plan in plans:
+        launch_plan.launch(plan)
+    return plans[-1].outputs[0]
 
-    Returns (loss 0-d fp32, grad fp32 shaped like logp, stats [8] fp32).
-    """
+
+def grpo_token_plan(logp, weights, adv, old, ref, beta, epsilon_low, epsilon_high, *,
+                    block: int = TOKEN_BLOCK) -> LaunchPlan:
+    """The _grpo_token_kernel launch of ``grpo_token_loss_triton`` (same arguments): inputs
+    broadcast to logp's shape as contiguous fp32; outputs = (grad like logp, per-block stats
+    [blocks, KERNEL_STATS]), fp32."""
     require_triton()
 
     def prep(t):
@@ -192,8 +209,22 @@ def grpo_token_loss_triton(logp, weights, adv, old, ref, beta, epsilon_low, epsi
     partials = torch.empty(blocks, KERNEL_STATS, dtype=torch.float32, device=lp.device)
     old_t = prep(old) if old is not None else lp
     ref_t = prep(ref) if ref is not None else lp
-    _grpo_token_kernel[(blocks,)](lp, old_t, ref_t, prep(adv), prep(weights), grad, partials, n,
-                                  float(beta), float(epsilon_low), float(epsilon_high),
-                                  HAS_OLD=old is not None, HAS_REF=ref is not None, BLOCK=block)
+    return LaunchPlan(_grpo_token_kernel, (blocks,),
+                      (lp, old_t, ref_t, prep(adv), prep(weights), grad, partials, n,
+                       float(beta), float(epsilon_low), float(epsilon_high)),
+                      {"HAS_OLD": old is not None, "HAS_REF": ref is not None, "BLOCK": block},
+                      outputs=(grad, partials))
+
+
+def grpo_token_loss_triton(logp, weights, adv, old, ref, beta, epsilon_low, epsilon_high, *,
+                           block: int = TOKEN_BLOCK):
+    """Elementwise GRPO loss over tokens of any shape (all tensors broadcast to logp's shape).
+
+    Returns (loss 0-d fp32, grad fp32 shaped like logp, stats [8] fp32).
+    """
+    plan = grpo_token_plan(logp, weights, adv, old, ref, beta, epsilon_low, epsilon_high,
+                           block=block)
+    launch_plan.launch(plan)
+    grad, partials = plan.outputs
     stats = reduce_stats(partials)
     return stats[0].clone(), grad, stats

@@ -27,6 +27,9 @@ both dH and dW while the tile is in registers, and the grid has (M/BLOCK_N)(V/BL
 (thousands for Qwen's V), which keeps every SM busy even for short batches. Cost: fp32 atomic
 traffic of (M/BLOCK_N) V H + (V/BLOCK_V) M H adds and a run-to-run order of summation that is not
 bit-deterministic.
+
+Each launch is built by a plan function (lse_plan, token_coef_plan, grad_plan:
+ops/launch_plan.py), which the AOT registry (gpu/launches.py) calls too.
 """
 from __future__ import annotations
 
@@ -44,8 +47,10 @@ from ..formulas import (
     high_entropy_mask,
     policy_token_terms,
 )
-from ..utils import require_triton, triton_interpret
+from ..utils import require_triton
+from . import launch_plan
 from .grpo_loss import reduce_stats
+from .launch_plan import LaunchPlan, Target, target_of
 from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch registry
     DEFAULT_BLOCKS,
     GPU_BLOCKS,
@@ -202,6 +207,109 @@ def _merge_partials(part_max, part_sum, part_tgt, part_sz):
     return lse, logp, torch.log(total) - sz, big + sz
 
 
+def _tile_config(dtype: torch.dtype, target: Target, blocks: dict | None, num_warps) -> dict:
+    """Tiles and launch options of the three kernels: GPU_BLOCKS for the dtype on a GPU,
+    DEFAULT_BLOCKS in the interpreter, ``blocks`` over them (BLOCK_H_GRAD defaults to BLOCK_H
+    when ``blocks`` is given without it); ``num_warps`` overrides the warps."""
+    cfg = {**(gpu_blocks(dtype) if target.on_gpu else DEFAULT_BLOCKS), **(blocks or {})}
+    stages = cfg.get("num_stages", 3)
+    return {"BLOCK_N": cfg["BLOCK_N"], "BLOCK_V": cfg["BLOCK_V"], "BLOCK_H": cfg["BLOCK_H"],
+            "BLOCK_H_GRAD": cfg["BLOCK_H_GRAD"] if blocks is None or "BLOCK_H_GRAD" in blocks
+            else cfg["BLOCK_H"],
+            "num_warps": num_warps or cfg.get("num_warps", 8), "num_stages": stages,
+            "num_stages_grad": cfg.get("num_stages_grad", stages),
+            # fp32 -> "ieee" (this op ignores torch's TF32 switch); "tf32" is ignored for 16-bit
+            "INPUT_PRECISION": "ieee" if dtype == torch.float32 else "tf32"}
+
+
+def grad_buffers(hidden, weight, need_hidden=True, need_weight=True, need_bias=False):
+    """The zeroed fp32 gradients (dH [N,H], dW [V,H], db [V]), None each when not wanted."""
+    (n, h_dim), v, device = hidden.shape, weight.shape[0], hidden.device
+    d_h = torch.zeros(n, h_dim, dtype=torch.float32, device=device) if need_hidden else None
+    d_w = torch.zeros(v, h_dim, dtype=torch.float32, device=device) if need_weight else None
+    d_b = torch.zeros(v, dtype=torch.float32, device=device) if need_bias else None
+    return d_h, d_w, d_b
+
+
+def lse_plan(hidden, weight, bias, rows, targets, *, temperature, has_ent, target=None,
+             blocks=None, splits=None, num_warps=None) -> LaunchPlan:
+    """Kernel 1 over the M = len(rows) counted tokens (hidden / weight contiguous, targets int64).
+    The vocab split: ``splits`` or, on CUDA, enough programs to fill the GPU (vocab_splits on
+    target.sms), rounded so every split has vocab blocks. outputs = (part_max, part_sum,
+    part_tgt, part_sz | None) [SPLITS, M] fp32 (part_sz: has_ent only)."""
+    require_triton()
+    target = target or target_of(hidden.device)
+    cfg = _tile_config(hidden.dtype, target, blocks, num_warps)
+    m, v, h_dim, device = rows.numel(), weight.shape[0], hidden.shape[1], hidden.device
+    m_blocks, v_blocks = triton.cdiv(m, cfg["BLOCK_N"]), triton.cdiv(v, cfg["BLOCK_V"])
+    n_splits = splits or (vocab_splits(m_blocks, v_blocks, target.sms) if target.cuda else 1)
+    n_splits = max(1, min(n_splits, v_blocks))
+    per_split = triton.cdiv(v_blocks, n_splits)
+    n_splits = triton.cdiv(v_blocks, per_split)
+    part_max = torch.empty(n_splits, m, dtype=torch.float32, device=device)
+    part_sum = torch.empty_like(part_max)
+    part_tgt = torch.empty_like(part_max)
+    part_sz = torch.empty_like(part_max) if has_ent else None
+    b_arg = bias.contiguous() if bias is not None else hidden  # dummy pointer without a bias
+    args = (hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt,
+            part_sz if has_ent else part_max, m, v, h_dim, 1.0 / float(temperature), per_split)
+    constexprs = {"HAS_BIAS": bias is not None, "BLOCK_N": cfg["BLOCK_N"],
+                  "BLOCK_V": cfg["BLOCK_V"], "BLOCK_H": cfg["BLOCK_H"],
+                  "INPUT_PRECISION": cfg["INPUT_PRECISION"], "HAS_ENT": has_ent}
+    return LaunchPlan(_lse_partial_kernel, (m_blocks, n_splits), args, constexprs,
+                      {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]},
+                      outputs=(part_max, part_sum, part_tgt, part_sz))
+
+
+def token_coef_plan(parts, rows, weights, adv, old_logp, ref_logp, opts, *,
+                    temperature) -> LaunchPlan:
+    """Kernel 2 on kernel 1's partials ``parts`` (lse_plan outputs); weights / adv / old / ref
+    fp32 [N] (old / ref may be None). BLOCK = min(1024, next_power_of_2(M)) tokens per program.
+    outputs = (lse [M], coef [M], per-block stats [blocks, KERNEL_STATS]), fp32."""
+    require_triton()
+    part_max, part_sum, part_tgt, _ = parts
+    n_splits, m = part_max.shape
+    lse = torch.empty(m, dtype=torch.float32, device=part_max.device)
+    coef = torch.empty_like(lse)
+    block = min(1024, triton.next_power_of_2(m))
+    coef_blocks = triton.cdiv(m, block)
+    partials = torch.empty(coef_blocks, KERNEL_STATS, dtype=torch.float32, device=part_max.device)
+    args = (part_max, part_sum, part_tgt, rows, weights, adv,
+            old_logp if old_logp is not None else weights,
+            ref_logp if ref_logp is not None else weights, lse, coef, partials, m, n_splits,
+            float(opts.beta), float(opts.epsilon_low), float(opts.epsilon_high),
+            1.0 / float(temperature))
+    return LaunchPlan(_token_coef_kernel, (coef_blocks,), args,
+                      {"HAS_OLD": old_logp is not None, "HAS_REF": ref_logp is not None,
+                       "BLOCK": block}, {"num_warps": token_coef_warps(block)},
+                      outputs=(lse, coef, partials))
+
+
+def grad_plan(hidden, weight, bias, rows, targets, lse, coef, q, zbar, d_h, d_w, d_b, dummy, *,
+              temperature, target=None, blocks=None, num_warps=None) -> LaunchPlan:
+    """Kernel 3: accumulates into d_h / d_w / d_b (grad_buffers; None = not wanted); q / zbar
+    [M] with the entropy bonus, else None. ``dummy``: an fp32 buffer on the device standing in
+    for every absent pointer (the launcher passes kernel 1's part_max)."""
+    require_triton()
+    target = target or target_of(hidden.device)
+    cfg = _tile_config(hidden.dtype, target, blocks, num_warps)
+    m, v, h_dim = rows.numel(), weight.shape[0], hidden.shape[1]
+    with_q = q is not None
+    b_arg = bias.contiguous() if bias is not None else hidden
+    args = (hidden, weight, b_arg, rows, targets, lse, coef, q if with_q else dummy,
+            zbar if with_q else dummy,
+            d_h if d_h is not None else dummy, d_w if d_w is not None else dummy,
+            d_b if d_b is not None else dummy, m, v, h_dim, 1.0 / float(temperature))
+    constexprs = {"HAS_BIAS": bias is not None, "NEED_DH": d_h is not None,
+                  "NEED_DW": d_w is not None, "NEED_DB": d_b is not None,
+                  "BLOCK_N": cfg["BLOCK_N"], "BLOCK_V": cfg["BLOCK_V"],
+                  "BLOCK_H": cfg["BLOCK_H_GRAD"], "INPUT_PRECISION": cfg["INPUT_PRECISION"],
+                  "HAS_ENT": with_q}
+    grid = (triton.cdiv(m, cfg["BLOCK_N"]), triton.cdiv(v, cfg["BLOCK_V"]))
+    return LaunchPlan(_grad_tile_kernel, grid, args, constexprs,
+                      {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages_grad"]})
+
+
 def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref_logp, *, beta,
                             epsilon_low, epsilon_high, temperature=1.0, bias=None, need_hidden_grad=True,
                             need_weight_grad=True, need_bias_grad=True, blocks=None, splits=None,
@@ -227,19 +335,12 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     if opts is None:
         opts = PolicyOptions(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
                              use_bias_correction_kl=False)
-    on_gpu = hidden.device.type == "cuda" and not triton_interpret()
-    cfg = {**(gpu_blocks(hidden.dtype) if on_gpu else DEFAULT_BLOCKS), **(blocks or {})}
-    bm, bv, bk = cfg["BLOCK_N"], cfg["BLOCK_V"], cfg["BLOCK_H"]
-    bk_grad = cfg["BLOCK_H_GRAD"] if blocks is None or "BLOCK_H_GRAD" in blocks else bk
-    device = hidden.device
-    n, h_dim = hidden.shape
-    v = weight.shape[0]
+    target = target_of(hidden.device)
+    n = hidden.shape[0]
     if hidden.dtype == torch.float64:
         hidden, weight = hidden.float(), weight.float()
         bias = None if bias is None else bias.float()
-    precision = "ieee" if hidden.dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
     hidden, weight = hidden.contiguous(), weight.contiguous()
-    b_arg = bias.contiguous() if bias is not None else hidden  # dummy pointer when HAS_BIAS is False
     f32 = (lambda t: None if t is None else t.to(torch.float32).contiguous())
     weights, adv, old_logp, ref_logp = f32(weights), f32(adv), f32(old_logp), f32(ref_logp)
     targets = targets.to(torch.int64).contiguous()
@@ -247,38 +348,22 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
     glue = has_ent or scale is not None or not opts.kernel_expressible(ref_logp is not None)
 
     rows = torch.nonzero(weights != 0).squeeze(1).contiguous()
-    m = rows.numel()
-    d_h = torch.zeros(n, h_dim, dtype=torch.float32, device=device) if need_hidden_grad else None
-    d_w = torch.zeros(v, h_dim, dtype=torch.float32, device=device) if need_weight_grad else None
     need_db = bias is not None and need_bias_grad
-    d_b = torch.zeros(v, dtype=torch.float32, device=device) if need_db else None
-    if m == 0:
-        stats = torch.zeros(NUM_STATS, dtype=torch.float32, device=device)
+    d_h, d_w, d_b = grad_buffers(hidden, weight, need_hidden_grad, need_weight_grad, need_db)
+    if rows.numel() == 0:
+        stats = torch.zeros(NUM_STATS, dtype=torch.float32, device=hidden.device)
         stats[STAT_RATIO_MIN], stats[STAT_RATIO_MAX] = float("inf"), float("-inf")
         return stats[0].clone(), d_h, d_w, d_b, stats
 
-    inv_t = 1.0 / float(temperature)
-    m_blocks, v_blocks = triton.cdiv(m, bm), triton.cdiv(v, bv)
-    n_splits = splits or (vocab_splits(m_blocks, v_blocks, num_sms(device))
-                           if device.type == "cuda" else 1)
-    n_splits = max(1, min(n_splits, v_blocks))
-    per_split = triton.cdiv(v_blocks, n_splits)
-    n_splits = triton.cdiv(v_blocks, per_split)
-    part_max = torch.empty(n_splits, m, dtype=torch.float32, device=device)
-    part_sum = torch.empty_like(part_max)
-    part_tgt = torch.empty_like(part_max)
-    part_sz = torch.empty_like(part_max) if has_ent else None
-    warps = num_warps or cfg.get("num_warps", 8)
-    stages = cfg.get("num_stages", 3)
-    stages_grad = cfg.get("num_stages_grad", stages)
-    _lse_partial_kernel[(m_blocks, n_splits)](
-        hidden, weight, b_arg, rows, targets, part_max, part_sum, part_tgt,
-        part_sz if has_ent else part_max, m, v, h_dim, inv_t, per_split,
-        HAS_BIAS=bias is not None, BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk, INPUT_PRECISION=precision,
-        HAS_ENT=has_ent, num_warps=warps, num_stages=stages)
+    tiles = {"target": target, "blocks": blocks, "num_warps": num_warps}
+    plan = lse_plan(hidden, weight, bias, rows, targets, temperature=temperature,
+                    has_ent=has_ent, splits=splits, **tiles)
+    launch_plan.launch(plan)
+    part_max, part_sum, part_tgt, part_sz = plan.outputs
 
     q = zbar = None
     if glue:
+        inv_t = 1.0 / float(temperature)
         lse, logp, ent, zbar = _merge_partials(part_max, part_sum, part_tgt, part_sz)
         coef, q, stats = token_coefficients_glue(
             logp, ent, rows, weights, adv, old_logp, ref_logp, opts, mask=f32(mask), seq_len=seq_len or n,
@@ -288,30 +373,15 @@ def linear_grpo_loss_triton(hidden, weight, targets, weights, adv, old_logp, ref
         q = None if q is None else (q * inv_t).contiguous()
         zbar = None if zbar is None else zbar.contiguous()
     else:
-        lse = torch.empty(m, dtype=torch.float32, device=device)
-        coef = torch.empty_like(lse)
-        token_block = min(1024, triton.next_power_of_2(m))
-        coef_blocks = triton.cdiv(m, token_block)
-        partials = torch.empty(coef_blocks, KERNEL_STATS, dtype=torch.float32, device=device)
-        _token_coef_kernel[(coef_blocks,)](
-            part_max, part_sum, part_tgt, rows, weights, adv, old_logp if old_logp is not None else weights,
-            ref_logp if ref_logp is not None else weights, lse, coef, partials, m, n_splits,
-            float(opts.beta), float(opts.epsilon_low), float(opts.epsilon_high), inv_t,
-            HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, BLOCK=token_block,
-            num_warps=token_coef_warps(token_block))
+        plan = token_coef_plan(plan.outputs, rows, weights, adv, old_logp, ref_logp, opts,
+                               temperature=temperature)
+        launch_plan.launch(plan)
+        lse, coef, partials = plan.outputs
         stats = reduce_stats(partials)
 
     if need_hidden_grad or need_weight_grad or need_db:
-        dummy = part_max
-        with_q = q is not None
-        _grad_tile_kernel[(m_blocks, v_blocks)](
-            hidden, weight, b_arg, rows, targets, lse, coef, q if with_q else dummy,
-            zbar if with_q else dummy,
-            d_h if d_h is not None else dummy, d_w if d_w is not None else dummy,
-            d_b if d_b is not None else dummy, m, v, h_dim, inv_t,
-            HAS_BIAS=bias is not None, NEED_DH=need_hidden_grad, NEED_DW=need_weight_grad, NEED_DB=need_db,
-            BLOCK_N=bm, BLOCK_V=bv, BLOCK_H=bk_grad, INPUT_PRECISION=precision, HAS_ENT=with_q,
-            num_warps=warps, num_stages=stages_grad)
+        launch_plan.launch(grad_plan(hidden, weight, bias, rows, targets, lse, coef, q, zbar,
+                                     d_h, d_w, d_b, part_max, temperature=temperature, **tiles))
     return stats[0].clone(), d_h, d_w, d_b, stats
 
 

@@ -16,7 +16,9 @@ Backward (_bwd_kernel): program = (token block, vocab block). It recomputes the 
 
 All logits math is fp32 (tl.dot accumulates in fp32; fp32 inputs use ``input_precision``
 "tf32" when torch allows TF32 matmuls, "ieee" otherwise). Tokens are on grid axis 0 (1-D grids).
-This module imports without Triton; the kernels exist only when Triton is installed.
+Launchers build each launch with a plan function (forward_plan / backward_plan: ops/launch_plan.py),
+which the AOT registry (gpu/launches.py) calls too. This module imports without Triton; the
+kernels exist only when Triton is installed.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import torch
 
 from ..formulas import IGNORE_INDEX
 from ..utils import require_triton, triton_interpret
+from . import launch_plan
+from .launch_plan import LaunchPlan, Target, target_of
 from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch registry
     ARCH_CLASSES,
     AUTOTUNE_V_ALIGN,
@@ -39,7 +43,6 @@ from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch
     v_split_columns,
 )
 from .triton_import import tl, triton  # None without Triton
-
 
 if triton is not None:
     from .logits_tile import logits_tile
@@ -190,46 +193,84 @@ if triton is not None:
     del _arch, _dot
 
 
-def input_precision_for(dtype: torch.dtype) -> str:
-    """tl.dot precision: fp32 inputs follow torch's TF32 switch; 16-bit inputs ignore it."""
-    if dtype == torch.float32 and not triton_interpret() and torch.backends.cuda.matmul.allow_tf32:
+def input_precision_for(dtype: torch.dtype, target: Target | None = None) -> str:
+    """tl.dot precision: fp32 inputs follow torch's TF32 switch; 16-bit inputs ignore it.
+    ``target``: the machine (default: the real switches now, as ``target_of`` reads them)."""
+    interpret = triton_interpret() if target is None else target.interpret
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32 if target is None else target.allow_tf32
+    if dtype == torch.float32 and not interpret and allow_tf32:
         return "tf32"
     return "ieee"
 
 
-def _blocks(H: int, overrides: dict, gpu_defaults: dict) -> dict:
-    base = dict(INTERPRETER_BLOCKS if triton_interpret() else gpu_defaults)
-    if triton_interpret():
+def _blocks(H: int, overrides: dict, gpu_defaults: dict, interpret: bool) -> dict:
+    base = dict(INTERPRETER_BLOCKS if interpret else gpu_defaults)
+    if interpret:
         base["BLOCK_H"] = min(base["BLOCK_H"], max(16, triton.next_power_of_2(H)))
     base.update(overrides)
     return base
 
 
-def _pick_v_split(n_blocks: int, V: int, block_v: int, device: torch.device) -> int:
-    """Vocab columns per forward program: enough programs to fill ~4 waves of the GPU."""
-    return v_split_columns(n_blocks, V, block_v, num_sms(device))
-
-
-def _gpu_classes(hidden, precision: str) -> tuple[str, str]:
-    """(architecture class, dot class) of a launch on ``hidden``'s device (non-CUDA: "sm80")."""
-    on_cuda = hidden.device.type == "cuda"
-    capability = torch.cuda.get_device_capability(hidden.device) if on_cuda else (8, 0)
-    return arch_class(capability), dot_class(hidden.dtype, precision)
-
-
-def _tile_options(hidden, kind: str, precision: str, **given) -> tuple[object, dict]:
+def _tile_options(hidden, kind: str, precision: str, target: Target | None = None,
+                  **given) -> tuple[object, dict]:
     """(autotuner | None, tile config): on GPU with no tile option given, the autotuner of this
-    architecture and dot class; otherwise the given options over its fixed tile (FWD_TILES /
-    BWD_TILES; in the interpreter, INTERPRETER_BLOCKS)."""
+    architecture (``target.capability``; "sm80" off CUDA) and dot class; otherwise the given
+    options over its fixed tile (FWD_TILES / BWD_TILES; in the interpreter, INTERPRETER_BLOCKS)."""
+    target = target or target_of(hidden.device)
     given = {k: v for k, v in given.items() if v is not None}
-    arch, dot = _gpu_classes(hidden, precision)
-    if hidden.device.type == "cuda" and not triton_interpret() and not given:
+    arch, dot = arch_class(target.capability), dot_class(hidden.dtype, precision)
+    if target.on_gpu and not given:
         return TUNED_KERNELS[kind, arch, dot], {}
-    return None, _blocks(hidden.shape[1], given, gpu_default_blocks(kind, arch, dot))
+    return None, _blocks(hidden.shape[1], given, gpu_default_blocks(kind, arch, dot),
+                         target.interpret)
 
 
 def _launch_options(cfg: dict) -> dict:
     return {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
+
+
+def _tiled_plan(kernel, tuned, cfg: dict, grid_of, args: tuple, flags: dict) -> LaunchPlan:
+    """The autotuner form (grid of the config's tiles) or the fixed tile ``cfg``."""
+    if tuned is not None:
+        return LaunchPlan(tuned, lambda meta: grid_of(meta["BLOCK_N"], meta["BLOCK_V"]), args,
+                          flags)
+    tiles = {k: cfg[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}
+    return LaunchPlan(kernel, grid_of(cfg["BLOCK_N"], cfg["BLOCK_V"]), args, {**flags, **tiles},
+                      _launch_options(cfg))
+
+
+def forward_plan(hidden, weight, targets, bias=None, temperature=1.0, return_entropy=False, *,
+                 target: Target | None = None, BLOCK_N=None, BLOCK_V=None, BLOCK_H=None,
+                 V_SPLIT=None, num_warps=None, num_stages=None) -> LaunchPlan:
+    """The _fwd_kernel launch of ``linear_logprobs_forward_triton`` (same arguments; ``target``
+    defaults to ``target_of(hidden.device)``). Allocates the [splits, N] fp32 partials: outputs =
+    (run_max, run_sum, run_ylogy, target_logit), views of one [4, splits, N] buffer."""
+    require_triton()
+    target = target or target_of(hidden.device)
+    N, H = hidden.shape
+    V = weight.shape[0]
+    precision = input_precision_for(hidden.dtype, target)
+    tuned, cfg = _tile_options(hidden, "fwd", precision, target, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
+                               BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
+    block_v = AUTOTUNE_V_ALIGN if tuned is not None else cfg["BLOCK_V"]
+    block_n = 128 if tuned is not None else cfg["BLOCK_N"]
+    if V_SPLIT is None:   # enough programs to fill ~4 waves of the GPU
+        V_SPLIT = v_split_columns(triton.cdiv(N, block_n), V, block_v, target.sms)
+    if V_SPLIT % block_v:
+        raise ValueError(f"V_SPLIT ({V_SPLIT}) must be a multiple of BLOCK_V ({block_v})")
+    splits = triton.cdiv(V, V_SPLIT)
+    partial = torch.empty(4, splits, N, dtype=torch.float32, device=hidden.device)
+    outputs = partial.unbind(0)            # run_max, run_sum, run_ylogy, target_logit
+    args = (hidden, weight, bias if bias is not None else hidden, targets.contiguous(), *outputs,
+            N, V, H, V_SPLIT,
+            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            1.0 / float(temperature))
+    flags = {"HAS_BIAS": bias is not None, "RETURN_ENTROPY": bool(return_entropy),
+             "INPUT_PRECISION": precision}
+    plan = _tiled_plan(_fwd_kernel, tuned, cfg, lambda bn, _bv: (triton.cdiv(N, bn) * splits,),
+                       args, flags)
+    plan.outputs = outputs
+    return plan
 
 
 def linear_logprobs_forward_triton(hidden, weight, targets, bias=None, temperature=1.0,
@@ -240,36 +281,11 @@ def linear_logprobs_forward_triton(hidden, weight, targets, bias=None, temperatu
     Returns (logp [N] fp32, entropy [N] fp32 | None, lse [N] fp32). Ignored rows: logp = entropy = 0.
     ``V_SPLIT``: vocab columns per program (a multiple of BLOCK_V); default fills the GPU.
     """
-    require_triton()
-    N, H = hidden.shape
-    V = weight.shape[0]
-    precision = input_precision_for(hidden.dtype)
-    tuned, cfg = _tile_options(hidden, "fwd", precision, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
-                               BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
-    block_v = AUTOTUNE_V_ALIGN if tuned is not None else cfg["BLOCK_V"]
-    block_n = 128 if tuned is not None else cfg["BLOCK_N"]
-    if V_SPLIT is None:
-        V_SPLIT = _pick_v_split(triton.cdiv(N, block_n), V, block_v, hidden.device)
-    if V_SPLIT % block_v:
-        raise ValueError(f"V_SPLIT ({V_SPLIT}) must be a multiple of BLOCK_V ({block_v})")
-    splits = triton.cdiv(V, V_SPLIT)
-    targets = targets.contiguous()
-    partial = torch.empty(4, splits, N, dtype=torch.float32, device=hidden.device)
-    run_max, run_sum, run_ylogy, target_logit = partial.unbind(0)
-    args = (hidden, weight, bias if bias is not None else hidden, targets,
-            run_max, run_sum, run_ylogy, target_logit,
-            N, V, H, V_SPLIT,
-            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            1.0 / float(temperature))
-    flags = {"HAS_BIAS": bias is not None, "RETURN_ENTROPY": bool(return_entropy),
-             "INPUT_PRECISION": precision}
-    if tuned is not None:
-        grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * splits,)
-        tuned[grid](*args, **flags)
-    else:
-        grid = (triton.cdiv(N, cfg["BLOCK_N"]) * splits,)
-        _fwd_kernel[grid](*args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_V=cfg["BLOCK_V"],
-                          BLOCK_H=cfg["BLOCK_H"], **_launch_options(cfg))
+    plan = forward_plan(hidden, weight, targets, bias, temperature, return_entropy,
+                        BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_H=BLOCK_H, V_SPLIT=V_SPLIT,
+                        num_warps=num_warps, num_stages=num_stages)
+    launch_plan.launch(plan)
+    run_max, run_sum, run_ylogy, target_logit = plan.outputs
     return merge_vocab_splits(run_max, run_sum, run_ylogy if return_entropy else None,
                               target_logit, targets)
 
@@ -291,6 +307,50 @@ def merge_vocab_splits(run_max, run_sum, run_ylogy, target_logit, targets):
     return logp, entropy, lse
 
 
+def backward_buffers(hidden, weight, bias, need_hidden=True, need_weight=True, need_bias=True):
+    """The zeroed fp32 accumulators (dH [N,H], dW [V,H], db [V]) of the backward, None each
+    when not wanted (db also without a bias)."""
+    N, H = hidden.shape
+    V, dev = weight.shape[0], hidden.device
+    dh = torch.zeros(N, H, dtype=torch.float32, device=dev) if need_hidden else None
+    dw = torch.zeros(V, H, dtype=torch.float32, device=dev) if need_weight else None
+    db = torch.zeros(V, dtype=torch.float32, device=dev) if need_bias and bias is not None else None
+    return dh, dw, db
+
+
+def backward_plan(hidden, weight, targets, bias, temperature, lse, entropy, grad_logp,
+                  grad_entropy, dh, dw, db, *, target: Target | None = None, BLOCK_N=None,
+                  BLOCK_V=None, BLOCK_H=None, num_warps=None, num_stages=None,
+                  GROUP_N=8) -> LaunchPlan:
+    """The _bwd_kernel launch of ``linear_logprobs_backward_triton`` into the accumulators
+    dh / dw / db (``backward_buffers``; None = not computed). Absent inputs and accumulators
+    get private 1-element fp32 dummies (autotuning may zero them)."""
+    require_triton()
+    target = target or target_of(hidden.device)
+    N, H = hidden.shape
+    V, dev = weight.shape[0], hidden.device
+    precision = input_precision_for(hidden.dtype, target)
+    tuned, cfg = _tile_options(hidden, "bwd", precision, target, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
+                               BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
+
+    def or_dummy(t):
+        return t if t is not None else torch.zeros(1, dtype=torch.float32, device=dev)
+
+    args = (hidden, weight, or_dummy(bias), targets.contiguous(), lse, or_dummy(entropy),
+            or_dummy(None if grad_logp is None else grad_logp.contiguous()),
+            or_dummy(None if grad_entropy is None else grad_entropy.contiguous()),
+            or_dummy(dh), or_dummy(dw), or_dummy(db),
+            N, V, H,
+            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            1.0 / float(temperature))
+    flags = {"HAS_BIAS": bias is not None, "HAS_GRAD_LOGP": grad_logp is not None,
+             "HAS_GRAD_ENT": grad_entropy is not None,
+             "COMPUTE_DH": dh is not None, "COMPUTE_DW": dw is not None,
+             "COMPUTE_DB": db is not None, "GROUP_N": GROUP_N, "INPUT_PRECISION": precision}
+    return _tiled_plan(_bwd_kernel, tuned, cfg,
+                       lambda bn, bv: (triton.cdiv(N, bn) * triton.cdiv(V, bv),), args, flags)
+
+
 def linear_logprobs_backward_triton(hidden, weight, targets, bias, temperature, lse, entropy,
                                     grad_logp, grad_entropy, *, need_hidden=True,
                                     need_weight=True, need_bias=True, BLOCK_N=None, BLOCK_V=None,
@@ -303,41 +363,13 @@ def linear_logprobs_backward_triton(hidden, weight, targets, bias, temperature, 
     """
     require_triton()
     del V_SPLIT  # forward-only option
-    N, H = hidden.shape
-    V = weight.shape[0]
-    need_bias = need_bias and bias is not None
-    dev = hidden.device
-    dh = torch.zeros(N, H, dtype=torch.float32, device=dev) if need_hidden else None
-    dw = torch.zeros(V, H, dtype=torch.float32, device=dev) if need_weight else None
-    db = torch.zeros(V, dtype=torch.float32, device=dev) if need_bias else None
+    dh, dw, db = backward_buffers(hidden, weight, bias, need_hidden, need_weight, need_bias)
     has_any = grad_logp is not None or grad_entropy is not None
-    if has_any and (need_hidden or need_weight or need_bias):
-        precision = input_precision_for(hidden.dtype)
-        tuned, cfg = _tile_options(hidden, "bwd", precision, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
-                                   BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
-
-        def or_dummy(t):  # a private 1-element buffer: autotune may zero it
-            return t if t is not None else torch.zeros(1, dtype=torch.float32, device=dev)
-
-        args = (hidden, weight, or_dummy(bias), targets.contiguous(), lse, or_dummy(entropy),
-                or_dummy(None if grad_logp is None else grad_logp.contiguous()),
-                or_dummy(None if grad_entropy is None else grad_entropy.contiguous()),
-                or_dummy(dh), or_dummy(dw), or_dummy(db),
-                N, V, H,
-                hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-                1.0 / float(temperature))
-        flags = {"HAS_BIAS": bias is not None, "HAS_GRAD_LOGP": grad_logp is not None,
-                     "HAS_GRAD_ENT": grad_entropy is not None,
-                     "COMPUTE_DH": dh is not None, "COMPUTE_DW": dw is not None,
-                     "COMPUTE_DB": db is not None, "GROUP_N": GROUP_N,
-                     "INPUT_PRECISION": precision}
-        if tuned is not None:
-            grid = lambda m: (triton.cdiv(N, m["BLOCK_N"]) * triton.cdiv(V, m["BLOCK_V"]),)
-            tuned[grid](*args, **flags)
-        else:
-            grid = (triton.cdiv(N, cfg["BLOCK_N"]) * triton.cdiv(V, cfg["BLOCK_V"]),)
-            _bwd_kernel[grid](*args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_V=cfg["BLOCK_V"],
-                              BLOCK_H=cfg["BLOCK_H"], **_launch_options(cfg))
+    if has_any and (dh is not None or dw is not None or db is not None):
+        launch_plan.launch(backward_plan(
+            hidden, weight, targets, bias, temperature, lse, entropy, grad_logp, grad_entropy,
+            dh, dw, db, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_H=BLOCK_H, num_warps=num_warps,
+            num_stages=num_stages, GROUP_N=GROUP_N))
     return (None if dh is None else dh.to(hidden.dtype),
             None if dw is None else dw.to(weight.dtype),
             None if db is None else db.to(bias.dtype))

@@ -86,11 +86,19 @@ class _FakeHidden:
                                                  (torch.float32, "ieee", "ieee")])
 def test_launcher_picks_the_tiles_of_its_architecture(monkeypatch, capability, arch, dtype,
                                                       precision, dot):
+    """target_of reads the device (capability, SMs); the tiles follow its architecture class."""
     pytest.importorskip("triton")
+    from types import SimpleNamespace
+
     import stepgrpo_fast.ops.linear_logprobs as lp_ops
+    from stepgrpo_fast.ops.launch_plan import target_of
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: SimpleNamespace(multi_processor_count=132))
+    target = target_of(torch.device("cuda", 0))
+    assert (target.on_gpu, target.capability, target.sms) == (True, capability, 132)
     for kind in ("fwd", "bwd"):
         tuned, cfg = lp_ops._tile_options(_FakeHidden(dtype), kind, precision)
         assert tuned is lp_ops.TUNED_KERNELS[kind, arch, dot] and cfg == {}
