@@ -110,6 +110,7 @@ def step(args) -> dict:
         PolicyObjective,
         build_policy_batch,
         completion_logprobs,
+        frozen_linears_to,
         train_only,
     )
     from stepgrpo_fast.trainer.rollout import (
@@ -132,6 +133,9 @@ def step(args) -> dict:
     train_only(policy, args.train)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
+    frozen_saved = 0
+    if precision.mixed and not args.frozen_fp32:  # as the trainer's load_policy does
+        frozen_saved = frozen_linears_to(policy, precision.compute_dtype)
     ref, _ = load_model_and_processor(
         args.ckpt, torch_dtype=str(precision.compute_dtype).removeprefix("torch.")
     )
@@ -207,6 +211,7 @@ def step(args) -> dict:
         "decoder_layers": n_layers,
         "parameters": n_params,
         "trainable_parameters": n_trainable,
+        "frozen_linears_saved_gb": frozen_saved / GB,
         "train_only": args.train,
         "prompt_tokens": out.prompt_length,
         "completion_tokens": [int(x) for x in out.completion_lengths],
@@ -225,7 +230,8 @@ def step(args) -> dict:
 def print_table(r: dict) -> None:
     print(f"head={r['head']}  {r['precision']}  threads={r['threads']}  layers={r['decoder_layers']}  "
           f"params={r['parameters'] / 1e9:.3f}B  trained={r['trainable_parameters'] / 1e6:.1f}M "
-          f"({', '.join(r['train_only'])})")  # fmt: skip
+          f"({', '.join(r['train_only'])}); frozen linears in the compute dtype save "
+          f"{r['frozen_linears_saved_gb']:.2f} GB")  # fmt: skip
     print(f"prompt {r['prompt_tokens']} tokens, completions {r['completion_tokens']}; load "
           f"{r['load_seconds']:.0f} s, RSS after load {r['rss_after_load_gb']:.2f} GB; load avg "
           f"{r['load_avg_start'][0]:.2f} -> {r['load_avg_end'][0]:.2f}")  # fmt: skip
@@ -253,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--train", nargs="+", default=DEFAULT_TRAIN, help="train_only regexes")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--frozen-fp32", action="store_true",
+                   help="keep the frozen linear layers in fp32 (before policy.frozen_linears_to)")
     p.add_argument("--data-dir", default=str(DEFAULT_DIR) + "_data")
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)

@@ -70,7 +70,7 @@ class TrainConfigBase:
     dtype: str = field(
         default="auto",
         metadata={
-            "help": "Compute dtype. bfloat16 / float16 keep fp32 master weights and fp32 AdamW state and run the forward under autocast (HF Trainer's bf16=True / fp16=True; fp16 adds a GradScaler); checkpoint-N/ holds the fp32 masters (exact resume), final_model/ is written in this dtype. auto: bf16 on a bf16-capable GPU, fp32 on CPU"
+            "help": "Compute dtype. bfloat16 / float16 keep fp32 master weights and fp32 AdamW state and run the forward under autocast (HF Trainer's bf16=True / fp16=True; fp16 adds a GradScaler); frozen linear layers (freeze_vision, train_only) are held in this dtype where it represents them exactly (a bf16 release): the same bits under autocast, half their memory, no re-cast per decoded token; checkpoint-N/ holds fp32 (exact resume), final_model/ is written in this dtype. auto: bf16 on a bf16-capable GPU, fp32 on CPU"
         },
     )
     low_precision_weights: bool = field(

@@ -325,3 +325,39 @@ def freeze_vision_tower(model: nn.Module) -> int:
         p.requires_grad_(False)
         count += 1
     return count
+
+
+def frozen_linears_to(model: nn.Module, dtype: torch.dtype) -> int:
+    """Hold the weights of frozen ``nn.Linear`` layers in ``dtype`` (mixed precision: the
+    compute dtype) where that loses nothing; returns the bytes this saves.
+
+    Under autocast a linear layer casts its fp32 weight and bias to the compute dtype on every
+    call (round to nearest, as ``.to``), and frozen weights do not enter autocast's weight cache
+    (it keeps leaves that require grad only), so a rollout re-casts every frozen layer at every
+    decoded token. Holding them in that dtype computes the same bits with no cast and half the
+    memory. Only layers whose values ``dtype`` holds exactly are converted (a bf16 checkpoint
+    loaded into fp32 masters, as Qwen's releases are; a checkpoint-N of such a run), so the
+    fp32 checkpoints a run writes keep every frozen value. Left alone: the output head (the fused
+    ops read its weight directly), layers with a trained or shared parameter (tied weights), and
+    everything that is not a linear layer (norm weights and embeddings are used in fp32 outside
+    autocast's cast list).
+    """
+    head = lm_head(model)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not head]
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owners[id(param)] = owners.get(id(param), 0) + 1
+    saved = 0
+    for module in linears:
+        params = list(module.parameters(recurse=False))
+        if any(p.requires_grad or owners[id(p)] > 1 or not p.is_floating_point() for p in params):
+            continue
+        if id(head.weight) in {id(p) for p in params}:
+            continue
+        if not all(torch.equal(p, p.to(dtype).to(p.dtype)) for p in params):
+            continue  # not exact in dtype: the checkpoint would lose the fp32 values
+        before = sum(p.numel() * p.element_size() for p in params)
+        module.to(dtype)
+        saved += before - sum(p.numel() * p.element_size() for p in params)
+    return saved

@@ -96,7 +96,11 @@ class Run:
         model = acc.unwrap_model(self.objective).model
 
         def save_model(directory: Path) -> None:
-            model.save_pretrained(directory)
+            if self.precision.mixed and not self.config.use_peft:
+                # fp32 masters, the frozen layers held in the compute dtype upcast (exactly)
+                save_weights_as(model, directory, self.precision.weight_dtype)
+            else:
+                model.save_pretrained(directory)
             self.processor.save_pretrained(directory)
 
         self.last_saved = ckpt.save_checkpoint(

@@ -16,7 +16,7 @@ import torch
 
 from stepgrpo_fast.trainer.config import TrainConfigBase
 from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.policy import freeze_vision_tower, train_only
+from stepgrpo_fast.trainer.policy import freeze_vision_tower, frozen_linears_to, train_only
 
 
 def load_policy(
@@ -25,7 +25,8 @@ def load_policy(
     """(model in train mode with only the trained parameters requiring grad, processor).
 
     Full fine-tuning: the checkpoint (or the configured model) in the weight dtype (fp32 masters
-    unless low_precision_weights). use_peft: the configured base in the compute dtype (frozen),
+    unless low_precision_weights); under mixed precision the frozen linear layers (freeze_vision,
+    train_only) are held in the compute dtype (policy.frozen_linears_to). use_peft: the configured base in the compute dtype (frozen),
     with fresh LoRA adapters or the checkpoint's adapter; adapters in the weight dtype.
     """
     if not config.use_peft:
@@ -45,6 +46,8 @@ def load_policy(
             train_only(model, config.train_only)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if precision.mixed:  # frozen layers need no fp32 master: same bits, no per-token re-cast
+            frozen_linears_to(model, precision.compute_dtype)
         return model, processor
     from stepgrpo_fast.trainer import peft as lora
 
