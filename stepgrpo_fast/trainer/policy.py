@@ -353,8 +353,6 @@ def frozen_linears_to(model: nn.Module, dtype: torch.dtype) -> int:
         params = list(module.parameters(recurse=False))
         if any(p.requires_grad or owners[id(p)] > 1 or not p.is_floating_point() for p in params):
             continue
-        if id(head.weight) in {id(p) for p in params}:
-            continue
         if not all(torch.equal(p, p.to(dtype).to(p.dtype)) for p in params):
             continue  # not exact in dtype: the checkpoint would lose the fp32 values
         before = sum(p.numel() * p.element_size() for p in params)
