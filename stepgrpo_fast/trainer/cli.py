@@ -33,7 +33,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one option (repeatable), e.g. --set learning_rate=1e-6",
+        help="override one option (repeatable), e.g. --set learning_rate=1e-6; every option is "
+        "also a flag, e.g. --learning_rate 1e-6 (all listed below)",
     )
     parser.add_argument(
         "--resume",
@@ -240,21 +241,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m stepgrpo_fast.trainer.cli sft|train|eval ...``) until the
-    subcommands are registered in stepgrpo_fast/cli.py."""
-    parser = argparse.ArgumentParser(prog="stepgrpo")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, add, run in (
-        ("sft", add_sft_arguments, run_sft),
-        ("train", add_train_arguments, run_train),
-        ("eval", add_eval_arguments, run_eval),
-        ("export", add_export_arguments, run_export),
-    ):
-        p = sub.add_parser(name)
-        add(p)
-        p.set_defaults(_run=run)
-    args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    """``python -m stepgrpo_fast.trainer.cli sft|train|eval|export ...`` (what ``accelerate launch
+    -m`` needs): the ``stepgrpo`` command line itself (stepgrpo_fast/cli.py)."""
+    from stepgrpo_fast.cli import main as stepgrpo_main
+
+    return stepgrpo_main(argv)
 
 
 if __name__ == "__main__":
