@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from episode_samples import GOOD, WRONG, record
 
 import stepgrpo_fast.functional as F
 from stepgrpo_fast.trainer.config import StepGRPOConfig
@@ -177,18 +178,6 @@ def test_mask_truncated_completions_drops_rows_without_eos(
 # ------------------------------------------------------------ multi_objective_aggregation
 
 
-def _record(solution, key_steps):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(solution=solution, key_steps=key_steps, question="q")
-
-
-GOOD = (
-    "### Image Description:\nTwo numbers.\n### Rationales:\nAdd them.\n"
-    "### Let's think step by step.\n"
-    "### Step 1:\n2 + 3 = 5\n### The final answer is:\n5"
-)
-WRONG = GOOD.replace("answer is:\n5", "answer is:\n6")
 BROKEN = "the answer is 5 or 55"
 
 
@@ -198,7 +187,7 @@ def _group_norm(x, m):
 
 
 def test_normalize_then_sum_matches_a_hand_computation():
-    records = [_record("5", [["2 + 3 = 5"]]), _record("6", [["2 + 3 = 5"]])]
+    records = [record("5", [["2 + 3 = 5"]]), record("6", [["2 + 3 = 5"]])]
     texts = [GOOD, WRONG, BROKEN, GOOD, BROKEN, WRONG]  # M = 3, two groups
     digits = torch.tensor(digit_share(texts))
     weights, w_extra = (1.0, 0.5), 2.0

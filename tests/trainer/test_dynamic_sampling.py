@@ -69,18 +69,16 @@ def _refill(r):
     return [10 * r, 10 * r + 1], [100 * r, 100 * r + 1]
 
 
+def _sample(generate, *, max_rounds, encode=_encode):
+    """sample_informative_groups on records [0, 1] (prompts 0, 1), refilled by _refill."""
+    return sample_informative_groups([0, 1], [0, 1], generate=generate, refill=_refill,
+                                     max_rounds=max_rounds, encode=encode, pad_token_id=PAD)
+
+
 def test_flat_groups_are_dropped_and_refilled():
     # round 0: group 0 flat, group 1 spread; round 1: group 0 spread
     generate, calls = _scripted([(1, [(1.0, 1.0), (0.0, 1.0)]), (2, [(2.0, 0.5), (3.0, 3.0)])])
-    got = sample_informative_groups(
-        [0, 1],
-        [0, 1],
-        generate=generate,
-        refill=_refill,
-        max_rounds=4,
-        encode=_encode,
-        pad_token_id=PAD,
-    )
+    got = _sample(generate, max_rounds=4)
     assert len(calls) == 2 and calls[1] == ([10, 11], [100, 101])  # stopped once B were kept
     assert (got.rounds, got.flat_before, got.flat_after) == (2, 0.5, 0.0)
     assert got.records == [1, 10]  # round 0's group 1, then round 1's group 0
@@ -102,15 +100,7 @@ def test_flat_groups_are_dropped_and_refilled():
 def test_stops_at_max_rounds_and_fills_with_flat_groups():
     flat = [(1.0, 1.0), (0.0, 0.0)]
     generate, calls = _scripted([(t, flat) for t in range(1, 6)])
-    got = sample_informative_groups(
-        [0, 1],
-        [0, 1],
-        generate=generate,
-        refill=_refill,
-        max_rounds=3,
-        encode=_encode,
-        pad_token_id=PAD,
-    )
+    got = _sample(generate, max_rounds=3)
     assert len(calls) == 3 and got.rounds == 3
     assert (got.flat_before, got.flat_after) == (1.0, 1.0)
     assert got.records == [0, 1]  # round 0's own groups, as they came
@@ -120,15 +110,7 @@ def test_stops_at_max_rounds_and_fills_with_flat_groups():
 def test_round_zero_with_signal_is_kept_untouched():
     generate, calls = _scripted([(1, [(0.0, 1.0), (1.0, 0.0)])])
     encoded = []
-    got = sample_informative_groups(
-        [0, 1],
-        [0, 1],
-        generate=generate,
-        refill=_refill,
-        max_rounds=3,
-        encode=lambda recs: encoded.append(recs),
-        pad_token_id=PAD,
-    )
+    got = _sample(generate, max_rounds=3, encode=lambda recs: encoded.append(recs))
     assert len(calls) == 1 and not encoded and got.rounds == 1 and got.flat_before == 0.0
     assert got.rollout.completion_ids.shape == (4, 4)
 

@@ -7,10 +7,10 @@ and the update a real direction; the StepGRPO rewards are still computed and log
 """
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
+from episode_samples import GOOD, WRONG, record
 from safetensors.torch import load_file
 
 from stepgrpo_fast.trainer.episodes import build_episodes, load_reward_function
@@ -144,21 +144,11 @@ def test_starting_over_existing_checkpoints_needs_resume(rl_run):
 # ------------------------------------------------------------------------------- episodes
 
 
-def _record(solution, key_steps):
-    return SimpleNamespace(solution=solution, key_steps=key_steps, question="q")
-
-
-GOOD = (
-    "### Image Description:\nTwo numbers.\n### Rationales:\nAdd them.\n"
-    "### Let's think step by step.\n"
-    "### Step 1:\n2 + 3 = 5\n### The final answer is:\n5"
-)
-WRONG = GOOD.replace("answer is:\n5", "answer is:\n6")
 BROKEN = "the answer is 5"
 
 
 def test_episode_rewards_and_group_advantages():
-    records = [_record("5", [["2 + 3 = 5"]]), _record("7", [["1 + 6 = 7"]])]
+    records = [record("5", [["2 + 3 = 5"]]), record("7", [["1 + 6 = 7"]])]
     texts = [GOOD, WRONG, BROKEN, BROKEN]  # group 1 spread, group 2 flat
     ep = build_episodes(texts, records, num_generations=2, reward_weights=(1.0, 1.0), alpha=0.1)
     assert ep.reward_accuracy.tolist() == pytest.approx([1.1, 0.1, 0.0, 0.0])
@@ -175,7 +165,7 @@ def test_episode_rewards_and_group_advantages():
 
 
 def test_episode_weights_and_extra_rewards():
-    records = [_record("5", [["2 + 3 = 5"]])]
+    records = [record("5", [["2 + 3 = 5"]])]
     fn = load_reward_function(DIGIT_REWARD)
     ep = build_episodes(
         [GOOD, BROKEN],
@@ -191,9 +181,9 @@ def test_episode_weights_and_extra_rewards():
 
 def test_episode_input_errors():
     with pytest.raises(ValueError, match="not a multiple of num_generations"):
-        build_episodes(["a", "b", "c"], [_record("1", [])], num_generations=2)
+        build_episodes(["a", "b", "c"], [record("1", [])], num_generations=2)
     with pytest.raises(ValueError, match="records for 4 completions"):
-        build_episodes(["a"] * 4, [_record("1", [])] * 3, num_generations=2)
+        build_episodes(["a"] * 4, [record("1", [])] * 3, num_generations=2)
     with pytest.raises(ValueError, match="cannot import module"):
         load_reward_function("no_such_module_xyz:fn")
     with pytest.raises(ValueError, match="no callable"):
