@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from episode_samples import GOOD, WRONG, record
+from episode_samples import GOOD, WRONG, digit_share, record
 
 import stepgrpo_fast.functional as F
 from stepgrpo_fast.trainer.config import StepGRPOConfig
@@ -18,10 +18,6 @@ from stepgrpo_fast.trainer.grpo_loop import LOSS_OPTIONS, dapo_num_items
 from stepgrpo_fast.trainer.loop import run_stepgrpo
 
 DIGIT_REWARD = f"{__name__}:digit_share"
-
-
-def digit_share(completions, **kwargs):
-    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) for text in completions]
 
 
 def _config(tiny_rl_config, out, **overrides):

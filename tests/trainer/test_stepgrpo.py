@@ -10,17 +10,13 @@ import json
 
 import pytest
 import torch
-from episode_samples import GOOD, WRONG, record
+from episode_samples import GOOD, WRONG, digit_share, record
 from safetensors.torch import load_file
 
 from stepgrpo_fast.trainer.episodes import build_episodes, load_reward_function
 from stepgrpo_fast.trainer.loop import run_stepgrpo
 
 DIGIT_REWARD = f"{__name__}:digit_share"
-
-
-def digit_share(completions, **kwargs):
-    return [sum(ch.isdigit() for ch in text) / max(len(text), 1) for text in completions]
 
 
 def _config(tiny_rl_config, out, **overrides):
