@@ -353,9 +353,10 @@ def frozen_linears_to(model: nn.Module, dtype: torch.dtype) -> int:
         params = list(module.parameters(recurse=False))
         if any(p.requires_grad or owners[id(p)] > 1 or not p.is_floating_point() for p in params):
             continue
-        if not all(torch.equal(p, p.to(dtype).to(p.dtype)) for p in params):
+        low = [p.detach().to(dtype) for p in params]
+        if not all(torch.equal(p, q.to(p.dtype)) for p, q in zip(params, low)):
             continue  # not exact in dtype: the checkpoint would lose the fp32 values
-        before = sum(p.numel() * p.element_size() for p in params)
-        module.to(dtype)
-        saved += before - sum(p.numel() * p.element_size() for p in params)
+        for p, q in zip(params, low):  # the cast once: what module.to(dtype) would compute
+            saved += p.numel() * (p.element_size() - q.element_size())
+            p.data = q
     return saved
