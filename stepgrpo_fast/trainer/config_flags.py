@@ -45,7 +45,7 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         action.default = argparse.SUPPRESS
         action.help = argparse.SUPPRESS
     parser._add_container_actions(flags)  # what argparse's parents=[...] does
-    names = {f for f in cls.__dataclass_fields__}
+    names = cls.field_names()
     for alias, target in ALIASES.items():
         if target in names:
             parser.add_argument(f"--{alias}", type=ALIAS_TYPES[alias], default=argparse.SUPPRESS,
@@ -54,5 +54,5 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The options (and TRL aliases) the user typed as flags, by name, in field order."""
-    names = [*cls.__dataclass_fields__, *ALIASES]
+    names = [*cls.field_names(), *ALIASES]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
