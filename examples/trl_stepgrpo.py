@@ -52,7 +52,8 @@ def build_dataset(records):
     TRL), the image, and the columns our rewards read (solution, key_steps)."""
     from datasets import Dataset
 
-    from stepgrpo_fast.trainer.data import REASONING_PROMPT, load_image
+    from stepgrpo_fast.data.records import load_image
+    from stepgrpo_fast.data.prompts import REASONING_PROMPT
 
     rows = [
         {
@@ -74,8 +75,8 @@ def main(argv=None) -> int:
     from trl import GRPOConfig
 
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer, make_reward_funcs
-    from stepgrpo_fast.trainer.data import load_records
-    from stepgrpo_fast.trainer.modeling import load_processor
+    from stepgrpo_fast.data.records import load_records
+    from stepgrpo_fast.trainer.model.loading import load_processor
 
     out = pathlib.Path(args.output_dir)
     model_path, data_path = args.model, args.data
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     ).main_process_first():  # under accelerate launch: one process writes, the others read
         out.mkdir(parents=True, exist_ok=True)
         if model_path is None:
-            from stepgrpo_fast.data.tiny_model import build_tiny_checkpoint
+            from stepgrpo_fast.synthetic.tiny_model import build_tiny_checkpoint
 
             tiny = out / "tiny_model"
             built = (tiny / "model.safetensors").is_file()
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
                 tiny if built else build_tiny_checkpoint(tiny, family="qwen2_vl", seed=args.seed)
             )
         if data_path is None:
-            from stepgrpo_fast.data.synthetic import write_dataset
+            from stepgrpo_fast.synthetic.task import write_dataset
 
             rl = out / "data" / "rl.jsonl"
             data_path = str(

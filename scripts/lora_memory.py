@@ -3,7 +3,7 @@
     python scripts/lora_memory.py [--out DIR] [--layers 2] [--beta 0.04]
 
 Builds (once, under DIR) a real-shaped random Qwen2-VL-2B checkpoint (real widths and vocabulary,
-``--layers`` decoder layers, 1 vision block; stepgrpo_fast.data.real_shapes) and a synthetic RL
+``--layers`` decoder layers, 1 vision block; stepgrpo_fast.synthetic.real_shapes) and a synthetic RL
 set, then runs ``max_steps=1`` of ``stepgrpo train`` twice in child processes: full fine-tuning
 (policy + frozen reference copy + AdamW state) and ``use_peft`` (one model, the reference scored
 with the adapters disabled). Each child reports ru_maxrss (peak RSS since it started: loading +
@@ -59,8 +59,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from stepgrpo_fast.data.real_shapes import build_real_shaped_checkpoint
-    from stepgrpo_fast.data.synthetic import write_dataset
+    from stepgrpo_fast.synthetic.real_shapes import build_real_shaped_checkpoint
+    from stepgrpo_fast.synthetic.task import write_dataset
 
     ckpt = out / f"qwen2_vl_2b_{args.layers}layers"
     if not (ckpt / "config.json").is_file():

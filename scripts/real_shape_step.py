@@ -5,9 +5,9 @@ per phase, with the fused LM head or with plain logits.
     python scripts/real_shape_step.py --head fused            # then each head in its own process
     python scripts/real_shape_step.py --head plain
 
-The checkpoint is stepgrpo_fast.data.real_shapes' Qwen2-VL-2B-Instruct shape at full depth (28
+The checkpoint is stepgrpo_fast.synthetic.real_shapes' Qwen2-VL-2B-Instruct shape at full depth (28
 decoder layers, 32 vision blocks, the real tokenizer, vocab 151,936, tied head, bf16 download,
-random weights; ~4.4 GB on disk). The step is the native trainer's (trainer/grpo_loop.py steps
+random weights; ~4.4 GB on disk). The step is the native trainer's (trainer/rl/grpo_loop.py steps
 3-6) with its own pieces, timed phase by phase:
 
     rollout    generate_rollouts: B=1 prompt (one image) x M samples, exactly --new-tokens each
@@ -69,7 +69,7 @@ class Phases:
 
 
 def build(out_dir: pathlib.Path, num_layers: int, vision_depth: int) -> None:
-    from stepgrpo_fast.data import real_shapes
+    from stepgrpo_fast.synthetic import real_shapes
 
     t0 = time.perf_counter()
     real_shapes.build_real_shaped_checkpoint(
@@ -102,18 +102,19 @@ def step(args) -> dict:
     import torch
 
     import stepgrpo_fast as sg
-    from stepgrpo_fast.data.synthetic import write_dataset
-    from stepgrpo_fast.trainer.data import encode_prompts, load_records
-    from stepgrpo_fast.trainer.episodes import build_episodes
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor, resolve_precision
-    from stepgrpo_fast.trainer.policy import (
+    from stepgrpo_fast.synthetic.task import write_dataset
+    from stepgrpo_fast.data.records import load_records
+    from stepgrpo_fast.data.prompts import encode_prompts
+    from stepgrpo_fast.trainer.rl.episodes import build_episodes
+    from stepgrpo_fast.trainer.model.loading import load_model_and_processor, resolve_precision
+    from stepgrpo_fast.trainer.model.objective import (
         PolicyObjective,
         build_policy_batch,
         completion_logprobs,
         frozen_linears_to,
         train_only,
     )
-    from stepgrpo_fast.trainer.rollout import (
+    from stepgrpo_fast.trainer.rl.rollout import (
         eos_token_ids,
         generate_rollouts,
         vision_placeholder_ids,

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import importlib
 
+from stepgrpo_fast import _moved
+
+_moved.install()  # old module paths (trainer/ before its rooms, data/ before synthetic/) still import
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -18,7 +22,8 @@ _LAZY = {
     "grpo_loss": "stepgrpo_fast.functional",
     "linear_grpo_loss": "stepgrpo_fast.functional",
 }
-_SUBMODULES = ("functional", "rewards", "trainer", "integrations", "data", "ops", "reference")
+_SUBMODULES = ("functional", "rewards", "trainer", "integrations", "data", "synthetic", "ops",
+               "reference")
 
 __all__ = [*_LAZY, *_SUBMODULES, "__version__"]
 

@@ -1,6 +1,6 @@
 """The one LM-head log-prob path: find the head, unwrap, gather, scale, score.
 
-The native trainer (trainer/policy.py), the TRL adapter (integrations/trl.py) and the verl adapter
+The native trainer (trainer/model/objective.py), the TRL adapter (integrations/trl.py) and the verl adapter
 (integrations/verl.py) all score completion tokens through these functions:
 
     unwrap_model(model)          the PreTrainedModel under DDP / DeepSpeed / torch.compile / PEFT

@@ -1,6 +1,6 @@
 """Read a UTF-8 data file (and its JSON records) or raise a ValueError naming file:line.
 
-Used by the training-data loader (``trainer/data.py``), the key-step extractor
+Used by the training-data loader (``data/records.py``), the key-step extractor
 (``keysteps/jsonl.py``) and the benchmark loader (``rewards/benchmark_records.py``). It imports
 only the standard library, so the torch-free packages (rewards, keysteps) can use it.
 

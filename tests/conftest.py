@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
-    from stepgrpo_fast.data.tiny_model import build_tiny_checkpoint
+    from stepgrpo_fast.synthetic.tiny_model import build_tiny_checkpoint
 
     return build_tiny_checkpoint(
         tmp_path_factory.mktemp("tiny_qwen2_vl"), family="qwen2_vl", seed=0
@@ -39,7 +39,7 @@ def tiny_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_ckpt_25(tmp_path_factory):
-    from stepgrpo_fast.data.tiny_model import build_tiny_checkpoint
+    from stepgrpo_fast.synthetic.tiny_model import build_tiny_checkpoint
 
     return build_tiny_checkpoint(
         tmp_path_factory.mktemp("tiny_qwen2_5_vl"), family="qwen2_5_vl", seed=0
@@ -48,7 +48,7 @@ def tiny_ckpt_25(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
-    from stepgrpo_fast.data.synthetic import write_dataset
+    from stepgrpo_fast.synthetic.task import write_dataset
 
     out = tmp_path_factory.mktemp("synthetic_data")
     paths = write_dataset(out, seed=0, n_sft=16, n_rl=8, n_eval=8)

@@ -35,7 +35,7 @@ def test_unwrap_through_nested_wrappers_and_the_head_is_the_models():
     wrapped = _Compiled(_Wrapper(_Compiled(model)))
     assert lm_head.unwrap_model(wrapped) is model
     assert lm_head.output_head(wrapped) is model.lm_head
-    from stepgrpo_fast.trainer.modeling import lm_head as trainer_head
+    from stepgrpo_fast.trainer.model.loading import lm_head as trainer_head
 
     assert trainer_head(wrapped) is model.lm_head  # the trainer uses the same lookup
 

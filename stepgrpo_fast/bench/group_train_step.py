@@ -78,8 +78,8 @@ def _quiet_progress_bars():
 
 def build_assets(work: Path, s: TrainSettings) -> dict:
     """Tiny Qwen2-VL checkpoint + synthetic RL records (enough for every step of one run)."""
-    from stepgrpo_fast.data.synthetic import write_dataset
-    from stepgrpo_fast.data.tiny_model import build_tiny_checkpoint
+    from stepgrpo_fast.synthetic.task import write_dataset
+    from stepgrpo_fast.synthetic.tiny_model import build_tiny_checkpoint
 
     ckpt = build_tiny_checkpoint(work / "tiny_qwen2_vl", family="qwen2_vl", seed=0)
     info = json.loads((ckpt / "tiny_model_info.json").read_text())
@@ -116,7 +116,8 @@ def trl_dataset(assets: dict):
     text, as our prompts have it), the PIL image, solution and key_steps for the rewards."""
     from datasets import Dataset
 
-    from stepgrpo_fast.trainer.data import load_image, load_records, user_text
+    from stepgrpo_fast.data.records import load_image, load_records
+    from stepgrpo_fast.data.prompts import user_text
 
     records = load_records(assets["rl"])
     return Dataset.from_list([
@@ -132,7 +133,7 @@ def run_trl(assets: dict, s: TrainSettings, out: Path, steps: int, ours_head: bo
     from trl import GRPOConfig, GRPOTrainer
 
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer, make_reward_funcs
-    from stepgrpo_fast.trainer.modeling import load_processor
+    from stepgrpo_fast.trainer.model.loading import load_processor
 
     class StepTimer(TrainerCallback):
         def __init__(self):

@@ -1,1 +1,2 @@
-"""stepgrpo_fast.data"""
+"""Real training and evaluation data in: records and their checks (records.py), chat prompts and
+tensor encoding (prompts.py)."""

@@ -123,8 +123,8 @@ def _run_pipeline(out: Path, seed: int, ablation: bool, settings: DemoSettings, 
         stages.update(1)
 
     # 1. data and the tiny model
-    from stepgrpo_fast.data.synthetic import write_dataset
-    from stepgrpo_fast.data.tiny_model import build_tiny_checkpoint
+    from stepgrpo_fast.synthetic.task import write_dataset
+    from stepgrpo_fast.synthetic.tiny_model import build_tiny_checkpoint
 
     stages.set_description("demo: data + tiny model")
     t0 = time.perf_counter()

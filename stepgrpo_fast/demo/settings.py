@@ -74,7 +74,7 @@ class DemoSettings:
     processes: int = 2
 
     def __post_init__(self) -> None:
-        from stepgrpo_fast.data.synthetic import KINDS
+        from stepgrpo_fast.synthetic.task import KINDS
 
         for name in ("n_sft", "n_rl", "n_eval", "hidden_size", "num_layers", "vocab_size",
                      "eval_max_new_tokens", "eval_batch_size"):
@@ -90,7 +90,7 @@ class DemoSettings:
             raise ValueError(f"demo.sft_carry_slip must be in [0, 1], got {self.sft_carry_slip}")
         if not 0.0 <= self.sft_layout_break <= 1.0:
             raise ValueError(f"demo.sft_layout_break must be in [0, 1], got {self.sft_layout_break}")
-        from stepgrpo_fast.data.synthetic import LAYOUT_FAULTS
+        from stepgrpo_fast.synthetic.task import LAYOUT_FAULTS
 
         if not self.sft_layout_faults or any(f not in LAYOUT_FAULTS for f in self.sft_layout_faults):
             raise ValueError(f"demo.sft_layout_faults must be a non-empty subset of {LAYOUT_FAULTS}, "

@@ -180,7 +180,7 @@ class ModelExtractor:
 
 def _load(path: pathlib.Path, device, dtype):
     """(model in eval mode, tokenizer, chat template or None) of a local checkpoint."""
-    from stepgrpo_fast.trainer.modeling import (
+    from stepgrpo_fast.trainer.model.loading import (
         SUPPORTED_MODEL_TYPES,
         load_model_and_processor,
         resolve_device,

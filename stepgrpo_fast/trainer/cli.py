@@ -50,8 +50,8 @@ def _list_options(parser: argparse.ArgumentParser, kind: str) -> None:
     """Every option of the run config as a ``--KEY VALUE`` flag (config_flags.py); --help ends
     with each one's type, default and meaning."""
     from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
-    from stepgrpo_fast.trainer.config_flags import add_option_flags
-    from stepgrpo_fast.trainer.config_names import options_help
+    from stepgrpo_fast.trainer.config.flags import add_option_flags
+    from stepgrpo_fast.trainer.config.names import options_help
 
     cls = SFTConfig if kind == "sft" else StepGRPOConfig
     add_option_flags(parser, cls)
@@ -133,7 +133,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Merge a LoRA adapter into its base: a full checkpoint (weights in the base's dtype, config,
     tokenizer / processor files) that `stepgrpo eval` and from_pretrained load."""
-    from stepgrpo_fast.trainer.peft import export_merged
+    from stepgrpo_fast.trainer.model.export import export_merged
 
     try:
         if not args.merge:
@@ -153,7 +153,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _train(kind: str, args: argparse.Namespace) -> int:
-    from stepgrpo_fast.trainer.config_flags import given_options
+    from stepgrpo_fast.trainer.config.flags import given_options
     from stepgrpo_fast.trainer.loop import run_config
 
     config_cls, run = run_config(kind)

@@ -44,9 +44,10 @@ def evaluate(
     """
     import torch
 
-    from stepgrpo_fast.trainer.data import PROMPT_TEMPLATES, encode_prompts, load_records
-    from stepgrpo_fast.trainer.episodes import score_completions
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor
+    from stepgrpo_fast.data.records import load_records
+    from stepgrpo_fast.data.prompts import PROMPT_TEMPLATES, encode_prompts
+    from stepgrpo_fast.trainer.rl.episodes import score_completions
+    from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -118,7 +119,7 @@ def trained_prompt_template(model_dir: str | Path | None) -> str:
     neither exists or names none. ValueError naming the file when it holds an unknown one."""
     import yaml
 
-    from stepgrpo_fast.trainer.data import PROMPT_TEMPLATES
+    from stepgrpo_fast.data.prompts import PROMPT_TEMPLATES
 
     for name in ("training_config.yaml", "config.yaml"):
         path = Path(model_dir) / name if model_dir is not None else None
@@ -140,7 +141,7 @@ def _greedy_completions(model, processor, items, encode, *, batch_size, max_new_
     """Greedy completion of every item -> (texts [N], completion lengths [N]).
 
     encode(chunk) -> left-padded prompt inputs of up to ``batch_size`` items."""
-    from stepgrpo_fast.trainer.rollout import generate_rollouts
+    from stepgrpo_fast.trainer.rl.rollout import generate_rollouts
 
     device_ = next(model.parameters()).device
     vision_start = getattr(model.config, "vision_start_token_id", None)
@@ -172,7 +173,7 @@ def benchmark_prompt(item, prompt: str = "training") -> str:
     training reasoning prompt (data.REASONING_PROMPT) or our wording of the released
     evaluator's (benchmark_formats.RELEASED_EVAL_PROMPT); both ask for the ### layout."""
     from stepgrpo_fast.rewards.benchmark_formats import RELEASED_EVAL_PROMPT, question_text
-    from stepgrpo_fast.trainer.data import REASONING_PROMPT
+    from stepgrpo_fast.data.prompts import REASONING_PROMPT
 
     if prompt not in PROMPT_STYLES:
         raise ValueError(f"prompt must be one of {PROMPT_STYLES}, got {prompt!r}")
@@ -310,7 +311,7 @@ def _benchmark_generate(items, data_path, model_dir, model, processor, *, prompt
                         max_new_tokens, device, dtype, max_pixels):
     """Greedy completions of a checkpoint for benchmark items -> (texts, extra metrics)."""
     from stepgrpo_fast import rewards
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor
+    from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 
     images = _image_paths(items, data_path)  # before loading any model: fail fast
     if model is None:

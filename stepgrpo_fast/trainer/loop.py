@@ -2,7 +2,7 @@
 
 Both run unchanged on one process or under ``accelerate launch --num_processes N`` (DDP over
 gloo on CPU, NCCL on GPU): every process takes its own slice of each global batch, gradients are
-averaged by the DDP wrapper around :class:`~stepgrpo_fast.trainer.policy.PolicyObjective`, and
+averaged by the DDP wrapper around :class:`~stepgrpo_fast.trainer.model.objective.PolicyObjective`, and
 only the main process writes files. The run lifecycle they share is in run.py, the per-step
 metric reductions in metrics.py.
 """
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig, TrainConfigBase
-from stepgrpo_fast.trainer.grpo_loop import run_stepgrpo
+from stepgrpo_fast.trainer.rl.grpo_loop import run_stepgrpo
 from stepgrpo_fast.trainer.run import FINAL_MODEL_DIR, refuse_deepspeed
-from stepgrpo_fast.trainer.run_model import save_weights_as
+from stepgrpo_fast.trainer.model.export import save_weights_as
 from stepgrpo_fast.trainer.sft_loop import run_sft
 
 __all__ = ["FINAL_MODEL_DIR", "refuse_deepspeed", "run_config", "run_sft", "run_stepgrpo",

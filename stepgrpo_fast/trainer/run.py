@@ -26,14 +26,15 @@ import yaml
 from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer import checkpoint as ckpt
 from stepgrpo_fast.trainer.config import TrainConfigBase
-from stepgrpo_fast.trainer.data import load_records
+from stepgrpo_fast.data.records import load_records
 from stepgrpo_fast.trainer.evaluate import evaluate
 from stepgrpo_fast.trainer.logging import RunLogger
-from stepgrpo_fast.trainer.modeling import resolve_precision
-from stepgrpo_fast.trainer.policy import PolicyObjective
+from stepgrpo_fast.trainer.model.loading import resolve_precision
+from stepgrpo_fast.trainer.model.objective import PolicyObjective
 
 # the policy's loading and weight writing live in run_model.py; re-exported for existing callers
-from stepgrpo_fast.trainer.run_model import load_kwargs, load_policy, save_weights_as
+from stepgrpo_fast.trainer.model.export import save_weights_as
+from stepgrpo_fast.trainer.model.policy_loading import load_kwargs, load_policy
 
 __all__ = ["FINAL_MODEL_DIR", "Run", "epoch_order", "load_kwargs", "load_policy",
            "optimizer_step", "refuse_deepspeed", "resolve_resume", "save_weights_as", "start_run",

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from stepgrpo_fast.trainer.config import SFTConfig
-from stepgrpo_fast.trainer.data import encode_sft, load_records
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_sft
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes, sum_across_processes
 from stepgrpo_fast.trainer.run import optimizer_step, start_run, to_device
 

@@ -1,5 +1,5 @@
 """Shared fixtures for the integration tests: a tiny offline Qwen2 text checkpoint, the tiny
-Qwen2-VL checkpoint from stepgrpo_fast.data.tiny_model, and StepGRPO-style completions."""
+Qwen2-VL checkpoint from stepgrpo_fast.synthetic.tiny_model, and StepGRPO-style completions."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def text_checkpoint(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def vl_checkpoint(tmp_path_factory) -> pathlib.Path:
-    from stepgrpo_fast.data.tiny_model import build_tiny_checkpoint
+    from stepgrpo_fast.synthetic.tiny_model import build_tiny_checkpoint
 
     return build_tiny_checkpoint(
         tmp_path_factory.mktemp("tiny_qwen2_vl"), family="qwen2_vl", seed=0

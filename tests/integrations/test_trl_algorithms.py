@@ -51,8 +51,8 @@ CLIPPED = ("dapo", "gspo", "dapo_two_sided_no_bias_correction", "grpo_off_policy
 @pytest.mark.parametrize("case", list(CASES))
 def test_native_objective_equals_step_grpo_trainer_loss(case, text_checkpoint, samples, tmp_path):
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer
-    from stepgrpo_fast.trainer.grpo_loop import dapo_num_items
-    from stepgrpo_fast.trainer.policy import (
+    from stepgrpo_fast.trainer.rl.grpo_loop import dapo_num_items
+    from stepgrpo_fast.trainer.model.objective import (
         PolicyObjective,
         build_policy_batch,
         completion_logprobs,

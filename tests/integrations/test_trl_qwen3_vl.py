@@ -1,5 +1,5 @@
 """StepGRPOTrainer (TRL 1.16) on a real-shaped Qwen3-VL-2B-Instruct (2 layers, 1 vision block,
-random weights; stepgrpo_fast.data.real_shapes): the fused head's log-probs and entropies with an
+random weights; stepgrpo_fast.synthetic.real_shapes): the fused head's log-probs and entropies with an
 image equal the model's own logits (float64 oracle on the same fp32 hidden states), and gradients
 reach the vision tower.
 
@@ -28,9 +28,9 @@ def test_step_grpo_trainer_on_qwen3_vl_with_an_image(tmp_path):
     from PIL import Image
     from trl import GRPOConfig
 
-    from stepgrpo_fast.data import real_shapes
+    from stepgrpo_fast.synthetic import real_shapes
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer
-    from stepgrpo_fast.trainer.modeling import (
+    from stepgrpo_fast.trainer.model.loading import (
         decoder_hidden_states,
         lm_head,
         load_model_and_processor,

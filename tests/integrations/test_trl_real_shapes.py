@@ -1,7 +1,7 @@
 """StepGRPOTrainer (TRL 1.16) on a real-shaped Qwen2-VL-2B-Instruct: the real Qwen2 tokenizer,
 vocab 151,936 x hidden 1536 tied head, 12 / 2 heads, bf16 download with the Instruct
 generation_config.json; 2 decoder layers, 1 vision block, random weights
-(stepgrpo_fast.data.real_shapes). Loaded in fp32 (bf16=False), as the tiny-model TRL tests.
+(stepgrpo_fast.synthetic.real_shapes). Loaded in fp32 (bf16=False), as the tiny-model TRL tests.
 
 - parity: log-probs / entropies of the fused head through TRL's _get_per_token_logps_and_entropies,
   with an image, vs the model's own fp32 logits and vs a float64 oracle on the same hidden states;
@@ -32,7 +32,7 @@ def _text_reward(completions, **_):
 
 @pytest.fixture(scope="module")
 def real_q2(tmp_path_factory):
-    from stepgrpo_fast.data import real_shapes
+    from stepgrpo_fast.synthetic import real_shapes
 
     return real_shapes.build_real_shaped_checkpoint(
         tmp_path_factory.mktemp("real_qwen2_vl_2b_trl"), "qwen2_vl", num_layers=2
@@ -63,7 +63,7 @@ def test_fused_head_matches_plain_logits_on_real_shapes(real_q2, tmp_path):
     from datasets import Dataset
 
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer
-    from stepgrpo_fast.trainer.modeling import (
+    from stepgrpo_fast.trainer.model.loading import (
         decoder_hidden_states,
         lm_head,
         load_model_and_processor,
@@ -122,7 +122,7 @@ def test_one_grpo_step_on_real_shapes_with_images(real_q2, tmp_path):
     from datasets import Dataset
 
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor
+    from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(real_q2, torch_dtype="float32")
     for name, p in model.named_parameters():

@@ -297,7 +297,7 @@ def test_step_grpo_trainer_vlm_logprobs_equal_trl_with_an_image(vl_checkpoint, t
     from trl import GRPOTrainer
 
     from stepgrpo_fast.integrations.trl import StepGRPOTrainer
-    from stepgrpo_fast.trainer.modeling import (
+    from stepgrpo_fast.trainer.model.loading import (
         decoder_hidden_states,
         lm_head,
         load_model_and_processor,

@@ -8,7 +8,7 @@ import pytest
 
 from stepgrpo_fast.cli import main
 from stepgrpo_fast.keysteps import extract_file, extract_key_steps
-from stepgrpo_fast.trainer.data import load_records
+from stepgrpo_fast.data.records import load_records
 
 REASONING = ("### Image Description:\nTwo numbers.\n### Rationales:\nAdd them.\n"
              "### Let's think step by step.\n### Step 1:\nThe numbers are 6 and 2.\n"

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from stepgrpo_fast.data.synthetic import generate, write_dataset
+from stepgrpo_fast.synthetic.task import generate, write_dataset
 from stepgrpo_fast.demo import DemoSettings, make_settings
 from stepgrpo_fast.keysteps import extract_file, extract_key_steps
 from stepgrpo_fast.rewards import match_key_steps
-from stepgrpo_fast.trainer.data import load_records
+from stepgrpo_fast.data.records import load_records
 
 
 def test_settings_defaults_overrides_and_errors():

@@ -71,7 +71,7 @@ def test_tiny_vlm_trained_to_answer_keeps_the_true_step_and_drops_the_invented_o
     """The tiny Qwen2-VL is first taught (~150 Adam steps on this one prompt, a few seconds) to
     answer "6 + 2 = 8 / 6 + 2 = 9 / The numbers are 6 and 2": the real step and the fact are
     kept, the invented "6 + 2 = 9" is rejected, through the same path `--model` takes."""
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor
+    from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_ckpt)
     tok = processor.tokenizer

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from stepgrpo_fast.data.synthetic import KINDS, generate
+from stepgrpo_fast.synthetic.task import KINDS, generate
 from stepgrpo_fast.keysteps import extract_key_steps, same_fact, score_extraction
 from stepgrpo_fast.rewards import match_key_steps
 

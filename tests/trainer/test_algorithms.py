@@ -13,8 +13,8 @@ from episode_samples import GOOD, WRONG, digit_share, record
 
 import stepgrpo_fast.functional as F
 from stepgrpo_fast.trainer.config import StepGRPOConfig
-from stepgrpo_fast.trainer.episodes import build_episodes, global_batch_normalize
-from stepgrpo_fast.trainer.grpo_loop import LOSS_OPTIONS, dapo_num_items
+from stepgrpo_fast.trainer.rl.episodes import build_episodes, global_batch_normalize
+from stepgrpo_fast.trainer.rl.grpo_loop import LOSS_OPTIONS, dapo_num_items
 from stepgrpo_fast.trainer.loop import run_stepgrpo
 
 DIGIT_REWARD = f"{__name__}:digit_share"
@@ -151,8 +151,8 @@ def test_dapo_num_items_counts_every_micro_batch_and_process():
 def test_mask_truncated_completions_drops_rows_without_eos(
     spy, tiny_ckpt, tiny_rl_config, tmp_path
 ):
-    from stepgrpo_fast.trainer.modeling import load_model_and_processor
-    from stepgrpo_fast.trainer.rollout import ended_with_eos, eos_token_ids
+    from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+    from stepgrpo_fast.trainer.rl.rollout import ended_with_eos, eos_token_ids
 
     _, calls = spy
     model, processor = load_model_and_processor(str(tiny_ckpt))

@@ -1,4 +1,4 @@
-"""`stepgrpo sft|train --KEY VALUE`: every option as a typed flag (trainer/config_flags.py, built
+"""`stepgrpo sft|train --KEY VALUE`: every option as a typed flag (trainer/config/flags.py, built
 by transformers' HfArgumentParser), layered YAML < flags < --set, TRL's names as flags too."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from stepgrpo_fast import cli
 from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
-from stepgrpo_fast.trainer.config_flags import given_options
+from stepgrpo_fast.trainer.config.flags import given_options
 
 
 def _config(command: str, *argv: str):

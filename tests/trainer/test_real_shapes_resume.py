@@ -34,7 +34,7 @@ def digit_share(completions, **kwargs):
 
 @pytest.fixture(scope="module")
 def real_q2(tmp_path_factory):
-    from stepgrpo_fast.data import real_shapes
+    from stepgrpo_fast.synthetic import real_shapes
 
     return real_shapes.build_real_shaped_checkpoint(
         tmp_path_factory.mktemp("real_qwen2_vl_2b_resume"), "qwen2_vl", num_layers=2

@@ -8,17 +8,11 @@ from safetensors.torch import load_file
 
 from stepgrpo_fast.functional import group_advantages
 from stepgrpo_fast.trainer.config import SFTConfig, StepGRPOConfig
-from stepgrpo_fast.trainer.data import (
-    REASONING_PROMPT,
-    Record,
-    build_messages,
-    encode_prompts,
-    load_records,
-    user_text,
-)
-from stepgrpo_fast.trainer.episodes import global_batch_advantages
+from stepgrpo_fast.data.records import Record, load_records
+from stepgrpo_fast.data.prompts import REASONING_PROMPT, build_messages, encode_prompts, user_text
+from stepgrpo_fast.trainer.rl.episodes import global_batch_advantages
 from stepgrpo_fast.trainer.loop import run_stepgrpo
-from stepgrpo_fast.trainer.modeling import load_processor
+from stepgrpo_fast.trainer.model.loading import load_processor
 
 DIGIT_REWARD = "test_stepgrpo:digit_share"
 

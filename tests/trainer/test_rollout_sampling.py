@@ -12,9 +12,10 @@ import shutil
 import pytest
 import torch
 
-from stepgrpo_fast.trainer.data import encode_prompts, load_records
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.rollout import GumbelSampler, generate_rollouts, repeat_prompt_inputs
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_prompts
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.rl.rollout import GumbelSampler, generate_rollouts, repeat_prompt_inputs
 
 INSTRUCT_STYLE = {
     "bos_token_id": None,  # filled from the tiny checkpoint

@@ -13,7 +13,7 @@ import torch
 from episode_samples import GOOD, WRONG, digit_share, record
 from safetensors.torch import load_file
 
-from stepgrpo_fast.trainer.episodes import build_episodes, load_reward_function
+from stepgrpo_fast.trainer.rl.episodes import build_episodes, load_reward_function
 from stepgrpo_fast.trainer.loop import run_stepgrpo
 
 DIGIT_REWARD = f"{__name__}:digit_share"

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from stepgrpo_fast.data import synthetic
-from stepgrpo_fast.data.tiny_model import SPECIAL_TOKENS, build_tiny_checkpoint, build_tokenizer
+from stepgrpo_fast.synthetic import task as synthetic
+from stepgrpo_fast.synthetic.tiny_model import SPECIAL_TOKENS, build_tiny_checkpoint, build_tokenizer
 
 EXPECTED_FILES = {
     "config.json",

@@ -1,22 +1,20 @@
-"""The model a run trains, in and out: load the policy (full fine-tuning or LoRA, fresh or from a
-checkpoint, in the run's weight / compute dtypes) and write weights in another dtype.
+"""The model a run trains: load the policy (full fine-tuning or LoRA, fresh or from a checkpoint,
+in the run's weight / compute dtypes).
 
 ``load_policy`` is what ``run.start_run`` calls after it has resolved the resume checkpoint;
-``save_weights_as`` writes the final model of a mixed-precision run in its compute dtype
-(``Run.finish``, ``stepgrpo export``).
+writing weights out (``save_weights_as``, merged adapters) is model/export.py.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from stepgrpo_fast.trainer.config import TrainConfigBase
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.policy import freeze_vision_tower, frozen_linears_to, train_only
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.model.objective import freeze_vision_tower, frozen_linears_to, train_only
 
 
 def load_policy(
@@ -49,7 +47,7 @@ def load_policy(
         if precision.mixed:  # frozen layers need no fp32 master: same bits, no per-token re-cast
             frozen_linears_to(model, precision.compute_dtype)
         return model, processor
-    from stepgrpo_fast.trainer import peft as lora
+    from stepgrpo_fast.trainer.model import lora
 
     if resume_from is not None:
         lora.check_adapter_checkpoint(resume_from, config.model_name_or_path)
@@ -79,18 +77,3 @@ def load_kwargs(
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
     )
-
-
-def save_weights_as(model: torch.nn.Module, directory: Path, dtype: torch.dtype) -> None:
-    """save_pretrained ``model`` into ``directory`` with its floating weights cast to ``dtype``
-    (config.json says ``dtype``); the in-memory model (the fp32 masters) is left as it is."""
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    model.save_pretrained(directory, state_dict=state)
-    # save_pretrained records the in-memory parameters' dtype (fp32); record the written one
-    config_path = Path(directory) / "config.json"
-    saved = json.loads(config_path.read_text())
-    name = str(dtype).removeprefix("torch.")
-    for section in (saved, *(v for v in saved.values() if isinstance(v, dict))):
-        if "dtype" in section:
-            section["dtype"] = name
-    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")

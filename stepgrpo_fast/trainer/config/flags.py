@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stepgrpo_fast.trainer.config_names import ALIASES
+from stepgrpo_fast.trainer.config.names import ALIASES
 
 
 def _scale_rewards(text: str) -> Any:

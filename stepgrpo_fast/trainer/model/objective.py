@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from stepgrpo_fast.lm_head import effective_temperature, unwrap_model
-from stepgrpo_fast.trainer.modeling import decoder_hidden_states, lm_head
+from stepgrpo_fast.trainer.model.loading import decoder_hidden_states, lm_head
 
 ROW_KEYS_EXTENDED_WITH_ZEROS = ("mm_token_type_ids", "token_type_ids")
 PER_IMAGE_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
@@ -203,7 +203,7 @@ class PolicyObjective(nn.Module):
     loss_options: extra keyword arguments of ``functional.linear_grpo_loss`` with TRL 1.16's names
     (importance_sampling_level, delta, use_bias_correction_kl, entropy_coef, top_entropy_quantile,
     off_policy_mask_threshold, sapo_temperature_pos / _neg), passed to every call unchanged.
-    precision: a :class:`~stepgrpo_fast.trainer.modeling.Precision`; mixed precision runs the
+    precision: a :class:`~stepgrpo_fast.trainer.model.loading.Precision`; mixed precision runs the
     forward under its autocast (fp32 master weights, bf16 / fp16 compute).
     """
 

@@ -39,19 +39,20 @@ from typing import Any, Callable
 
 from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer.config import StepGRPOConfig
-from stepgrpo_fast.trainer.data import encode_prompts, load_records
-from stepgrpo_fast.trainer.dynamic_sampling import refill_slice, sample_informative_groups
-from stepgrpo_fast.trainer.episodes import (
+from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.prompts import encode_prompts
+from stepgrpo_fast.trainer.rl.dynamic_sampling import refill_slice, sample_informative_groups
+from stepgrpo_fast.trainer.rl.episodes import (
     build_episodes,
     global_batch_advantages,
     global_batch_normalize,
     load_extra_rewards,
 )
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
-from stepgrpo_fast.trainer.peft import adapters_disabled
-from stepgrpo_fast.trainer.policy import build_policy_batch, completion_logprobs
-from stepgrpo_fast.trainer.rollout import (
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.model.lora import adapters_disabled
+from stepgrpo_fast.trainer.model.objective import build_policy_batch, completion_logprobs
+from stepgrpo_fast.trainer.rl.rollout import (
     derive_seed,
     ended_with_eos,
     eos_token_ids,
@@ -59,7 +60,7 @@ from stepgrpo_fast.trainer.rollout import (
     repeat_prompt_inputs,
 )
 from stepgrpo_fast.trainer.run import optimizer_step, start_run, to_device
-from stepgrpo_fast.trainer.run_model import load_kwargs
+from stepgrpo_fast.trainer.model.policy_loading import load_kwargs
 
 RL_BAR_KEYS = ("reward", "kl", "step_time")
 # StepGRPOConfig fields passed to functional.linear_grpo_loss unchanged (TRL 1.16's names)

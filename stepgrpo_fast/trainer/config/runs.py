@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from stepgrpo_fast.trainer.config_base import (  # noqa: F401 - the public names of the config module
+from stepgrpo_fast.trainer.config.base import (  # noqa: F401 - the public names of the config module
     ADVANTAGE_SCALES,
     ATTN_IMPLEMENTATIONS,
     DTYPES,
@@ -28,7 +28,7 @@ from stepgrpo_fast.trainer.config_base import (  # noqa: F401 - the public names
     SCHEDULERS,
     TrainConfigBase,
 )
-from stepgrpo_fast.trainer.config_parsing import (  # noqa: F401
+from stepgrpo_fast.trainer.config.parsing import (  # noqa: F401
     choice,
     coerce_value,
     non_negative,

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from stepgrpo_fast.trainer.config_names import ALIASES, resolve_aliases
-from stepgrpo_fast.trainer.config_parsing import (  # noqa: F401 - coerce_value / parse_override are public here
+from stepgrpo_fast.trainer.config.names import ALIASES, resolve_aliases
+from stepgrpo_fast.trainer.config.parsing import (  # noqa: F401 - coerce_value / parse_override are public here
     check_types,
     choice,
     coerce_value,
@@ -112,7 +112,7 @@ class TrainConfigBase:
     )
     impl: str = field(default="auto", metadata={"help": "kernel dispatch for the fused ops"})
 
-    # --- LoRA (PEFT; TRL's option names; trainer/peft.py) -------------------------------
+    # --- LoRA (PEFT; TRL's option names; trainer/model/lora.py) -------------------------------
     use_peft: bool = field(
         default=False,
         metadata={

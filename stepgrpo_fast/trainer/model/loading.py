@@ -1,7 +1,7 @@
 """Load Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoints and reach their decoder hidden states.
 
 ``load_model_and_processor(path)`` takes any local checkpoint directory (a real one, or one written
-by ``stepgrpo_fast.data.tiny_model.build_tiny_checkpoint``) or a hub id, and returns
+by ``stepgrpo_fast.synthetic.tiny_model.build_tiny_checkpoint``) or a hub id, and returns
 ``(model, processor)`` without needing torchvision. ``decoder_hidden_states`` gives the final-norm
 hidden states the LM head consumes (so the fused log-prob ops can skip the logits), and
 ``lm_head`` gives that head.
@@ -13,6 +13,9 @@ import importlib.util
 import json
 import os
 import pathlib
+from pathlib import Path
+
+from stepgrpo_fast.trainer.model.lora import adapter_base, is_adapter_dir
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 _CLASS_NAMES = {  # model_type -> (processor class, model class) in transformers
@@ -275,10 +278,8 @@ def load_model_and_processor(
     flash_attention_2 on CUDA when flash_attn is installed, else sdpa. min_pixels/max_pixels
     override the checkpoint's image processor bounds. Raises ValueError for a missing directory
     or an unsupported model_type. A PEFT adapter directory (a use_peft run's final_model/) loads
-    as its base checkpoint with the adapter merged in (trainer/peft.py).
+    as its base checkpoint with the adapter merged in (trainer/model/lora.py).
     """
-    from stepgrpo_fast.trainer.peft import is_adapter_dir, load_merged
-
     if is_adapter_dir(os.path.expanduser(str(path_or_id))):
         return load_merged(
             os.path.expanduser(str(path_or_id)),
@@ -354,3 +355,29 @@ def decoder_hidden_states(model, **inputs):
         bare.model.rope_deltas = None
     out = bare.model(**kwargs, use_cache=False, return_dict=True)
     return out.last_hidden_state
+
+
+def load_merged(adapter_dir: str | Path, *, base: str | Path | None = None, **load_kwargs):
+    """(base model with the adapter merged in, processor of the adapter dir): a plain HF model.
+
+    base: the base checkpoint (default: the adapter's base_model_name_or_path); load_kwargs go
+    to load_model_and_processor (torch_dtype, device, ...).
+    """
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    base_path = str(base) if base is not None else adapter_base(adapter_dir)
+    if Path(base_path).resolve() == adapter_dir.resolve():
+        raise ValueError(f"adapter {adapter_dir} names itself as its base")
+    # (a base that is an adapter dir itself, e.g. a LoRA SFT final_model, is merged first)
+    model, processor = load_model_and_processor(base_path, **load_kwargs)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    merged.eval()
+    if (adapter_dir / "tokenizer_config.json").is_file():  # the run saved its processor too
+        processor = load_processor(
+            adapter_dir,
+            model_type=merged.config.model_type,
+            min_pixels=load_kwargs.get("min_pixels"),
+            max_pixels=load_kwargs.get("max_pixels"),
+        )
+    return merged, processor

@@ -24,8 +24,8 @@ import pathlib
 import random
 
 # The problem kinds and the "###" layout live in synthetic_problems.py; they are re-exported here
-# so that ``from stepgrpo_fast.data.synthetic import ...`` keeps giving every name of the task.
-from .synthetic_problems import (
+# so that ``from stepgrpo_fast.synthetic.task import ...`` keeps giving every name of the task.
+from .problems import (
     COLOURS,
     HEADER_DESCRIPTION,
     HEADER_FINAL,

@@ -55,7 +55,7 @@ def test_missing_file_and_directory_use_the_callers_message(tmp_path):
 def test_the_three_loaders_report_a_bad_byte_with_its_line(tmp_path):
     from stepgrpo_fast.keysteps.jsonl import read_rows
     from stepgrpo_fast.rewards.benchmark_records import load_benchmark
-    from stepgrpo_fast.trainer.data import load_records
+    from stepgrpo_fast.data.records import load_records
 
     f = tmp_path / "d.jsonl"
     f.write_bytes(b'{"a": 1}\n{"a": "\xfe"}\n')

@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from stepgrpo_fast.trainer.episodes import Episodes
-from stepgrpo_fast.trainer.rollout import Rollout, derive_seed
+from stepgrpo_fast.trainer.rl.episodes import Episodes
+from stepgrpo_fast.trainer.rl.rollout import Rollout, derive_seed
 
 
 @dataclass

@@ -7,16 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stepgrpo_fast.trainer.data import (
-    REASONING_PROMPT,
-    build_messages,
-    encode_prompts,
-    encode_sft,
-    end_of_turn_id,
-    load_records,
-    normalize_key_steps,
-)
-from stepgrpo_fast.trainer.modeling import load_model_and_processor
+from stepgrpo_fast.data.records import load_records, normalize_key_steps
+from stepgrpo_fast.data.prompts import REASONING_PROMPT, build_messages, encode_prompts, encode_sft, end_of_turn_id
+from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@
 builds a ~0.3M-parameter Qwen2-VL (or Qwen2.5-VL) with random weights, and ``save_pretrained``s
 model + tokenizer + image processor + chat template into ``out_dir``. The directory then loads
 back with ``from_pretrained`` exactly like a real checkpoint (see
-``stepgrpo_fast.trainer.modeling.load_model_and_processor``). Nothing touches the network.
+``stepgrpo_fast.trainer.model.loading.load_model_and_processor``). Nothing touches the network.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ DEFAULT_MAX_PIXELS = 112 * 112
 def default_corpus(seed: int = 0, num_problems: int = 400) -> list[str]:
     """Text the tiny tokenizer is trained on: the reasoning prompt, the spec's headers and the
     questions / reference reasoning / key steps of ``num_problems`` synthetic problems."""
-    from stepgrpo_fast.data import synthetic
-    from stepgrpo_fast.trainer.data import REASONING_PROMPT
+    from stepgrpo_fast.synthetic import task as synthetic
+    from stepgrpo_fast.data.prompts import REASONING_PROMPT
 
     texts = [REASONING_PROMPT] * 4 + [*synthetic.RESPONSE_HEADERS, "user", "assistant", "system"]
     texts.extend(synthetic.corpus_texts(seed=seed, num_problems=num_problems))

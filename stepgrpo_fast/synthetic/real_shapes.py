@@ -77,7 +77,7 @@ ENDOFTEXT_ID, IM_START_ID, IM_END_ID = 151643, 151644, 151645
 VISION_START_ID, VISION_END_ID, IMAGE_PAD_ID, VIDEO_PAD_ID = 151652, 151653, 151655, 151656
 
 # The released Instruct checkpoints' generation_config.json (sampling defaults that must NOT reach
-# RL rollouts; see stepgrpo_fast.trainer.rollout).
+# RL rollouts; see stepgrpo_fast.trainer.rl.rollout).
 _EOS = {
     "bos_token_id": ENDOFTEXT_ID,
     "pad_token_id": ENDOFTEXT_ID,

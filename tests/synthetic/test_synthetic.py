@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from stepgrpo_fast.data import synthetic
-from stepgrpo_fast.data.synthetic import (
+from stepgrpo_fast.synthetic import task as synthetic
+from stepgrpo_fast.synthetic.task import (
     COLOURS,
     KINDS,
     fingerprint,
@@ -18,7 +18,7 @@ from stepgrpo_fast.data.synthetic import (
     write_dataset,
 )
 from stepgrpo_fast.rewards.matching import match_key_steps
-from stepgrpo_fast.trainer.data import load_records
+from stepgrpo_fast.data.records import load_records
 
 HEADER = re.compile(
     r"^### (Image Description:|Rationales:|Let's think step by step\.|Step (\d+):|The final answer is:)$"

@@ -8,7 +8,7 @@
 answer, a reference reasoning in the exact layout of docs/METHOD.md §2 (``format_response``) and
 key steps with several equivalent surface forms ("3 + 4 = 7", "3+4=7", "seven").
 ``break_layout`` breaks that layout the way a weak teacher does. Seeded streams, splits and the
-dataset files are data/synthetic.py's.
+dataset files are synthetic/task.py's.
 """
 
 from __future__ import annotations
