@@ -1,5 +1,6 @@
-"""Run logging: progress bar, per-step metrics (JSONL + CSV), samples, optional TensorBoard /
-W&B, and a reward (or loss) curve PNG at the end.
+"""Run logging: progress bar, per-step metrics (JSONL + CSV), samples, experiment trackers through
+accelerate's tracker API (``report_to``: tensorboard, wandb, mlflow, trackio, ..., comma-separated),
+and a reward (or loss) curve PNG at the end.
 
 Files under ``output_dir``::
 
@@ -90,8 +91,7 @@ class RunLogger:
         self.records: list[dict[str, Any]] = []
         self.columns: list[str] = []
         self._bar = None
-        self._tb = None
-        self._wandb = None
+        self._trackers: list[Any] = []
         if not enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -116,30 +116,7 @@ class RunLogger:
 
     # --------------------------------------------------------------------------------
     def _open_trackers(self, report_to: str, run_name: str | None, config: dict[str, Any]) -> None:
-        if report_to == "tensorboard":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ImportError(
-                    "report_to=tensorboard needs the tensorboard package: pip install tensorboard"
-                ) from exc
-            self._tb = SummaryWriter(log_dir=str(self.dir / "tensorboard"))
-        elif report_to == "wandb":
-            try:
-                import wandb
-            except ImportError as exc:
-                raise ImportError(
-                    "report_to=wandb needs the wandb package: pip install wandb"
-                ) from exc
-            self._wandb = wandb.init(
-                project="stepgrpo_fast",
-                name=run_name,
-                config=config,
-                dir=str(self.dir),
-                resume="allow",
-            )
-        elif report_to != "none":
-            raise ValueError(f"report_to must be none, tensorboard or wandb, got {report_to!r}")
+        self._trackers = open_trackers(report_to, run_name, config, self.dir)
 
     def _add_columns(self, row: dict[str, Any]) -> bool:
         new = [k for k in row if k not in self.columns]
@@ -168,11 +145,8 @@ class RunLogger:
             with open(self.dir / METRICS_CSV, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.columns).writerow(row)
         numeric = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
-        if self._tb is not None:
-            for k, v in numeric.items():
-                self._tb.add_scalar(k, v, step)
-        if self._wandb is not None:
-            self._wandb.log(numeric, step=step)
+        for tracker in self._trackers:
+            tracker.log(numeric, step=step)
         if self._bar is not None:
             shown = {
                 k: f"{row[k]:.4g}" for k in self.bar_keys if isinstance(row.get(k), (int, float))
@@ -196,10 +170,8 @@ class RunLogger:
             return None
         if self._bar is not None:
             self._bar.close()
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
+        for tracker in self._trackers:
+            tracker.finish()
         return plot_curves(self.records, self.curve_keys, self.dir / CURVE_PNG)
 
 
@@ -231,3 +203,70 @@ def plot_curves(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------------- trackers
+PROJECT = "stepgrpo_fast"
+# pip package that brings each tracker (where it differs from the tracker's name)
+TRACKER_PACKAGES = {"comet_ml": "comet-ml", "dvclive": "dvclive", "aim": "aim"}
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """"none" -> []; "tensorboard,wandb" -> ["tensorboard", "wandb"]."""
+    names = [n.strip() for n in str(report_to).split(",") if n.strip()]
+    return [] if names in ([], ["none"]) else names
+
+
+def check_report_to(report_to: str) -> None:
+    """ValueError naming an unknown tracker and the ones accelerate offers."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    unknown = [n for n in tracker_names(report_to) if n not in LOGGER_TYPE_TO_CLASS]
+    if unknown or "none" in tracker_names(report_to):
+        raise ValueError(
+            f"report_to must be one of ('none', {', '.join(map(repr, LOGGER_TYPE_TO_CLASS))}) "
+            f"or a comma-separated list of them, got {report_to!r}"
+        )
+
+
+def open_trackers(report_to: str, run_name: str | None, config: dict[str, Any],
+                  output_dir: Path) -> list[Any]:
+    """Start accelerate's trackers for ``report_to`` and store the run config in each.
+
+    Every tracker is a project "stepgrpo_fast" run named ``run_name`` where the tracker has both
+    notions (wandb, mlflow, trackio, ...); file-based ones write under ``output_dir``
+    (TensorBoard: ``output_dir/tensorboard``). A tracker whose package is missing raises
+    ImportError naming the pip package.
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    check_report_to(report_to)
+    name = run_name or output_dir.name
+    trackers = []
+    for kind in tracker_names(report_to):
+        cls = LOGGER_TYPE_TO_CLASS[kind]
+        if kind == "tensorboard":
+            args, kwargs = ("tensorboard",), {"logging_dir": str(output_dir)}
+        elif kind == "wandb":
+            args, kwargs = (PROJECT,), {"name": name, "dir": str(output_dir), "resume": "allow"}
+        elif kind == "mlflow":
+            args, kwargs = (PROJECT,), {"run_name": name}
+        elif cls.requires_logging_directory:
+            args, kwargs = (name,), {"logging_dir": str(output_dir)}
+        else:
+            args, kwargs = (name,), {}
+        tracker = cls(*args, **kwargs)
+        try:
+            tracker.start()
+        except ImportError as exc:
+            package = TRACKER_PACKAGES.get(kind, kind)
+            raise ImportError(f"report_to={kind} needs its package: pip install {package}") from exc
+        tracker.store_init_configuration(_scalars(config))
+        trackers.append(tracker)
+    return trackers
+
+
+def _scalars(config: dict[str, Any]) -> dict[str, Any]:
+    """Trackers store bool / str / int / float / None hyperparameters: anything else as text."""
+    return {k: v if v is None or isinstance(v, (bool, str, int, float)) else str(v)
+            for k, v in config.items()}

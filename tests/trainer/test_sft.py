@@ -171,3 +171,51 @@ def test_tensorboard_is_an_optional_import(tmp_path):
     assert (
         RunLogger(tmp_path, enabled=False, report_to="wandb").log(1, {"x": 1}) is None
     )  # other ranks: no-op
+
+
+def test_metrics_reach_accelerate_trackers(tmp_path, monkeypatch):
+    """report_to goes through accelerate's tracker API: every tracker named is started, gets the
+    run config (as scalars) once and every logged step's numeric metrics, and is finished."""
+    from accelerate import tracking
+
+    from stepgrpo_fast.trainer.logging import RunLogger
+
+    calls = []
+
+    class Recording(tracking.GeneralTracker):
+        name, requires_logging_directory = "recording", False
+
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+            calls.append(("init", args, kwargs))
+
+        @property
+        def tracker(self):
+            return self
+
+        def start(self):
+            calls.append(("start",))
+
+        def store_init_configuration(self, values):
+            calls.append(("config", values))
+
+        def log(self, values, step=None, **kwargs):
+            calls.append(("log", step, values))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    monkeypatch.setitem(tracking.LOGGER_TYPE_TO_CLASS, "wandb", Recording)
+    monkeypatch.setitem(tracking.LOGGER_TYPE_TO_CLASS, "mlflow", Recording)
+    log = RunLogger(tmp_path / "run", report_to="wandb, mlflow", run_name="r1",
+                    config={"lr": 1e-6, "reward_weights": [1.0, 1.0]}, progress_bar=False)
+    log.log(3, {"reward": 1.5, "note": "text"})
+    log.close()
+    assert calls[0] == ("init", ("stepgrpo_fast",), {"name": "r1", "dir": str(tmp_path / "run"),
+                                                     "resume": "allow"})
+    assert ("init", ("stepgrpo_fast",), {"run_name": "r1"}) in calls  # mlflow's experiment / run
+    assert ("config", {"lr": 1e-6, "reward_weights": "[1.0, 1.0]"}) in calls
+    assert [c for c in calls if c[0] == "log"] == [("log", 3, {"reward": 1.5})] * 2
+    assert calls.count(("start",)) == 2 and calls.count(("finish",)) == 2
+    with pytest.raises(ValueError, match="report_to must be one of"):
+        RunLogger(tmp_path / "bad", report_to="wandb,nope", progress_bar=False)

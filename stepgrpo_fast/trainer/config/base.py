@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import yaml
 
 from stepgrpo_fast.trainer.config.names import ALIASES, resolve_aliases
+from stepgrpo_fast.trainer.logging import check_report_to
 from stepgrpo_fast.trainer.config.parsing import (  # noqa: F401 - coerce_value / parse_override are public here
     check_types,
     choice,
@@ -28,7 +29,7 @@ IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 REWARD_MODES = ("paper", "official")
 ADVANTAGE_SCALES = ("group", "batch", "none")
-REPORT_TO = ("none", "tensorboard", "wandb")
+REPORT_TO = ("none", "tensorboard", "wandb")  # the common ones; any tracker accelerate offers works
 SCHEDULERS = ("linear", "cosine", "constant")
 PROMPT_TEMPLATES = ("default", "r1vl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -195,7 +196,9 @@ class TrainConfigBase:
     )
     report_to: str = field(
         default="none",
-        metadata={"help": "none | tensorboard | wandb (metrics.jsonl is always written)"},
+        metadata={"help": "none, or accelerate trackers, comma-separated: tensorboard, wandb, mlflow, "
+                          "trackio, comet_ml, aim, clearml, dvclive, swanlab (metrics.jsonl is "
+                          "always written)"},
     )
     run_name: str | None = field(
         default=None,
@@ -217,7 +220,7 @@ class TrainConfigBase:
         choice(self, "dtype", DTYPES)
         choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
         choice(self, "lr_scheduler_type", SCHEDULERS)
-        choice(self, "report_to", REPORT_TO)
+        check_report_to(self.report_to)
         choice(self, "impl", IMPLS)
         choice(self, "prompt_template", PROMPT_TEMPLATES)
         positive(
