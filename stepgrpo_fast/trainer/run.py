@@ -275,7 +275,9 @@ def start_run(
             scheduler=scheduler,
             grad_scaler=grad_scaler,
             rank=accelerator.process_index,
-            map_location=accelerator.device,
+            # a multi-process CPU Accelerator's device is "cpu:<rank>", which torch.load
+            # cannot map storages to; the CPU has one memory
+            map_location="cpu" if accelerator.device.type == "cpu" else accelerator.device,
         )
         if state.get("global_batch") != global_batch:
             raise ValueError(

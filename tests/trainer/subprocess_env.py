@@ -47,6 +47,7 @@ def train_commands(config, one, two) -> tuple[list[str], list[str]]:
 def kill_at_checkpoint(command: list[str], out_dir: Path, step: int, timeout_s: float = 240) -> None:
     """Start ``command`` (a training run writing to ``out_dir``), SIGKILL it as soon as
     ``out_dir/checkpoint-{step}`` is in place, and check that it died there without a final model."""
+    import contextlib
     import signal
     import subprocess
     import time
@@ -59,8 +60,40 @@ def kill_at_checkpoint(command: list[str], out_dir: Path, step: int, timeout_s: 
             raise AssertionError(f"run ended before the kill: {proc.stderr.read()[-3000:]}")
         assert time.time() < deadline, f"no checkpoint-{step} appeared in {timeout_s} s"
         time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
+    # the whole tree at once, as a lost machine: accelerate launch's workers run in their own
+    # sessions and would go on training if only the launcher died
+    tree = [proc.pid, *_descendants(proc.pid)]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    gone_by = time.time() + 30
+    while any(_alive(pid) for pid in tree):  # reparented workers: gone before the caller resumes
+        assert time.time() < gone_by, "a killed worker is still alive"
+        time.sleep(0.01)
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (out_dir / "final_model").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc), children before grandchildren."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop(0)
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            frontier += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
