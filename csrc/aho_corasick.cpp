@@ -13,9 +13,11 @@ AhoCorasick::AhoCorasick(const std::vector<std::string>& patterns,
 }
 
 void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, std::size_t count,
-                        int num_groups) {
-    if (num_groups < 0) throw std::invalid_argument("AhoCorasick: num_groups must be >= 0");
+                        int num_groups, int num_events) {
+    if (num_groups < 0 || num_events < 0)
+        throw std::invalid_argument("AhoCorasick: num_groups and num_events must be >= 0");
     num_groups_ = num_groups;
+    num_events_ = num_events;
     always_found_.assign(static_cast<std::size_t>(num_groups), 0);
     nodes_.clear();
     out_group_.clear();
@@ -33,13 +35,15 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
     std::vector<std::uint8_t>& findable = findable_scratch_;
     for (std::size_t i = 0; i < count; ++i) {
         const int group = pattern_groups[i];
-        if (group < 0 || group >= num_groups)
+        if (group < 0 || group >= num_groups + num_events)
             throw std::invalid_argument("AhoCorasick: pattern group out of range");
-        findable[group] = 1;
         if (patterns[i].empty()) {
+            if (group >= num_groups) throw std::invalid_argument("AhoCorasick: empty event pattern");
+            findable[group] = 1;
             always_found_[group] = 1;
             continue;
         }
+        if (group < num_groups) findable[group] = 1;
         const unsigned char first = static_cast<unsigned char>(patterns[i][0]);
         std::int32_t v = root_next_[first];
         if (v == 0) {
@@ -75,6 +79,7 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
         }
     }
     num_findable_ = static_cast<int>(std::count(findable.begin(), findable.end(), 1));
+    done_target_ = num_events_ > 0 ? num_groups_ : num_findable_;
 
     for (std::uint16_t w : bigram_words_set_) bigram_[w] = 0;
     bigram_words_set_.clear();
@@ -126,17 +131,19 @@ void AhoCorasick::begin(Scan& scan) const {
     scan.found_count = static_cast<int>(std::count(scan.found.begin(), scan.found.end(), 1));
 }
 
-bool AhoCorasick::report(Scan& scan, std::int32_t node) const {
+bool AhoCorasick::report(Scan& scan, std::int32_t node, std::size_t end) const {
     for (std::int32_t o = nodes_[node].out_link; o >= 0; o = nodes_[nodes_[o].fail].out_link) {
         for (std::int32_t k = nodes_[o].out_head; k >= 0; k = out_next_[k]) {
             const std::int32_t g = out_group_[k];
-            if (!scan.found[g]) {
+            if (g >= num_groups_) {
+                scan.events.push_back(Event{g - num_groups_, static_cast<std::uint32_t>(end)});
+            } else if (!scan.found[g]) {
                 scan.found[g] = 1;
                 ++scan.found_count;
             }
         }
     }
-    return scan.found_count >= num_findable_;
+    return scan.found_count >= done_target_;
 }
 
 namespace {
@@ -182,7 +189,7 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
             node = step(node, byte_at(i));
         }
         ++i;
-        if (nodes_[node].out_link >= 0 && report(scan, node)) {
+        if (nodes_[node].out_link >= 0 && report(scan, node, i)) {
             scan.node = node;
             return true;
         }
@@ -192,7 +199,7 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
 }
 
 bool AhoCorasick::feed(Scan& scan, const char* data, std::size_t size, bool lower) const {
-    if (scan.found_count >= num_findable_) return true;
+    if (scan.found_count >= done_target_) return true;
     const auto* p = reinterpret_cast<const unsigned char*>(data);
     return lower ? feed_impl<true>(scan, p, size) : feed_impl<false>(scan, p, size);
 }

@@ -1,7 +1,8 @@
 // Aho-Corasick automaton over bytes: one pass over a text finds which pattern groups occur.
 //
 // Patterns are tagged with a group id; scanning marks a group as found when any of its patterns
-// occurs. The root has a dense 256-entry transition table (most bytes of a text leave the
+// occurs. Ids from num_groups on are *event* ids instead: each occurrence of such a pattern is
+// recorded (id - num_groups, end offset in the fed piece) in Scan::events for the caller to judge. The root has a dense 256-entry transition table (most bytes of a text leave the
 // automaton at the root, so the common case is one table lookup per byte); other nodes keep their
 // children in a byte-sorted sibling list and fall back along failure links. The whole trie lives
 // in one flat node array, so building one for a few dozen key-step forms costs a few microseconds.
@@ -30,21 +31,27 @@ public:
                 int num_groups);
     // (Re)builds the automaton from the first `count` patterns, reusing this object's memory.
     void build(const std::string* patterns, const int* pattern_groups, std::size_t count,
-               int num_groups);
+               int num_groups, int num_events = 0);
 
     int num_groups() const { return num_groups_; }
+    int num_events() const { return num_events_; }
     // Groups that some pattern can find (the early-exit target of a scan).
     int num_findable_groups() const { return num_findable_; }
 
-    // Per-scan state: the automaton node plus which groups were found so far.
+    struct Event {
+        std::int32_t id;   // event id (pattern id - num_groups)
+        std::uint32_t end; // offset just after the occurrence, in the piece it was fed with
+    };
+    // Per-scan state: the automaton node, which groups were found so far, and the events.
     struct Scan {
         std::int32_t node = 0;
         int found_count = 0;
         std::vector<std::uint8_t> found;
+        std::vector<Event> events;  // appended to by feed(); the caller clears it
     };
     void begin(Scan& scan) const;
-    // Feeds bytes (lower-cased on the fly when `lower` is set). Returns true when every findable
-    // group has been found, so the caller may stop early.
+    // Feeds bytes (lower-cased on the fly when `lower` is set). Returns true when the scan is
+    // done: every findable group found and no event pattern exists, or every group found.
     bool feed(Scan& scan, const char* data, std::size_t size, bool lower) const;
     void reset_node(Scan& scan) const { scan.node = 0; }
 
@@ -61,13 +68,15 @@ private:
     };
     std::int32_t child(std::int32_t node, unsigned char byte) const;
     std::int32_t step(std::int32_t node, unsigned char byte) const;
-    bool report(Scan& scan, std::int32_t node) const;
+    bool report(Scan& scan, std::int32_t node, std::size_t end) const;
     template <bool kLower>
     bool feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const;
     void set_bigram(unsigned char first, unsigned char second);
 
     int num_groups_ = 0;
+    int num_events_ = 0;
     int num_findable_ = 0;
+    int done_target_ = 0;  // found_count at which a scan is done
     std::vector<std::uint8_t> always_found_;  // per group: has an empty pattern
     std::int32_t root_next_[256] = {};
     // bit (b | c << 8): some pattern starts with "bc" (in any ASCII case), or "b" alone is a

@@ -354,6 +354,16 @@ py::bytes py_normalise(const py::handle& text) {
     return py::bytes(out.data(), out.size());
 }
 
+py::tuple py_normalise_body(const py::handle& text) {
+    std::vector<py::object> keep;
+    std::string out;
+    std::vector<std::uint32_t> glued;
+    normalise_into(single_text(text, keep), out, &glued);
+    py::list positions;
+    for (std::uint32_t p : glued) positions.append(p);
+    return py::make_tuple(py::bytes(out.data(), out.size()), positions);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -370,6 +380,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("official_step_bodies", &py_official_step_bodies, py::arg("text"),
           "Official-mode step bodies of one text: list of (begin, end) byte offsets.");
     m.def("normalise", &py_normalise, py::arg("text"), "Paper-mode normalisation of one text (bytes).");
+    m.def("normalise_body", &py_normalise_body, py::arg("text"),
+          "Paper-mode normalisation of one text plus its glued positions: (bytes, list[int]).");
     m.def("unicode_lower", &py_unicode_lower, py::arg("text"),
           "Official mode's str.lower() of one text, as UTF-8 bytes (surrogatepass).");
     m.attr("UNICODE_VERSION") = unicode_version();

@@ -55,6 +55,7 @@ void KeyStepSets::drop_last_set() {
 
 void CompiledKeySteps::assign(const KeyStepSets& sets, std::size_t set, Mode mode) {
     std::size_t count = 0;
+    num_equations_ = 0;
     const std::size_t first_group = sets.group_begin(set);
     const std::size_t num_groups = sets.group_end(set) - first_group;
     for (std::size_t g = 0; g < num_groups; ++g) {
@@ -65,17 +66,29 @@ void CompiledKeySteps::assign(const KeyStepSets& sets, std::size_t set, Mode mod
                 pattern_groups_.push_back(0);
             }
             std::string& pattern = patterns_[count];
+            pattern_groups_[count] = static_cast<int>(g);
             if (mode == Mode::kPaper) {
                 normalise_into(form, pattern);
                 if (pattern.empty()) continue;  // an empty normalised form matches nothing
+                std::size_t lhs_len = 0;
+                if (split_equation(pattern, lhs_len)) {  // search for the lhs; judge the rest
+                    if (equations_.size() <= num_equations_) equations_.emplace_back();
+                    EquationForm& eq = equations_[num_equations_];
+                    eq.group = static_cast<int>(g);
+                    eq.lhs_len = static_cast<std::uint32_t>(lhs_len);
+                    eq.rhs.assign(pattern, lhs_len, std::string::npos);
+                    pattern.resize(lhs_len);
+                    pattern_groups_[count] = static_cast<int>(num_groups + num_equations_);
+                    ++num_equations_;
+                }
             } else {
                 unicode_lower_into(form, pattern);  // str.lower()
             }
-            pattern_groups_[count] = static_cast<int>(g);
             ++count;
         }
     }
-    automaton_.build(patterns_.data(), pattern_groups_.data(), count, static_cast<int>(num_groups));
+    automaton_.build(patterns_.data(), pattern_groups_.data(), count, static_cast<int>(num_groups),
+                     static_cast<int>(num_equations_));
 }
 
 double match_one(Bytes text, const CompiledKeySteps& key_steps, Mode mode, MatchScratch& scratch) {
@@ -84,12 +97,27 @@ double match_one(Bytes text, const CompiledKeySteps& key_steps, Mode mode, Match
     AhoCorasick::Scan& scan = scratch.scan;
     ac.begin(scan);
     if (mode == Mode::kPaper) {
+        const std::size_t num_eq = key_steps.num_equations();
+        scratch.verdicts.assign(num_eq, 0);
         segment_sections(text, scratch.sections);
         for (const Section& s : scratch.sections) {
             if (s.kind != kStep) continue;
-            normalise_into(text.substr(s.body_begin, s.body_end - s.body_begin), scratch.normalised);
+            normalise_into(text.substr(s.body_begin, s.body_end - s.body_begin), scratch.normalised,
+                           num_eq > 0 ? &scratch.glued : nullptr);
             ac.reset_node(scan);  // bodies are searched separately
+            scan.events.clear();
+            // done: every group found by a plain form (k = 1 whatever the equations say)
             if (ac.feed(scan, scratch.normalised.data(), scratch.normalised.size(), false)) break;
+            if (!scan.events.empty())
+                judge_equations(scratch.normalised, scratch.glued, scan.events, key_steps.equations(),
+                                scratch.verdicts, scratch.ends);
+        }
+        for (std::size_t e = 0; e < num_eq; ++e) {
+            const int g = key_steps.equations()[e].group;
+            if (scratch.verdicts[e] == kEquationStated && !scan.found[g]) {
+                scan.found[g] = 1;
+                ++scan.found_count;
+            }
         }
     } else {
         official_step_bodies(text, scratch.spans);

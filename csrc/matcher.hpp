@@ -1,8 +1,9 @@
 // Batched key-step matching: the fraction k of key-step groups found in each response's steps.
 //
-// paper:    every Step section body (paper segmentation) is normalised (normalise.hpp) and
-//           searched on its own; a form matches when its normalised text is non-empty and occurs
-//           in some normalised step body.
+// paper:    every Step section body (paper segmentation) is normalised (normalise.hpp: word
+//           tokens between spaces, so matches are whole-token) and searched on its own; an empty
+//           normalised form matches nothing; an equation form matches by the rule of
+//           equations.hpp; any other form when its normalised text occurs in some step body.
 // official: the step bodies of the released regex are joined with ' ' and lower-cased as
 //           Python's str.lower() does (unicode.hpp); a form matches when its str.lower() text
 //           occurs in the joined text (an empty form always matches, as `"" in s` does).
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "aho_corasick.hpp"
+#include "equations.hpp"
 #include "sections.hpp"
 
 namespace stepgrpo {
@@ -67,11 +69,16 @@ public:
     void assign(const KeyStepSets& sets, std::size_t set, Mode mode);
     int num_groups() const { return automaton_.num_groups(); }
     const AhoCorasick& automaton() const { return automaton_; }
+    // Paper mode's equation forms (event ids of the automaton), first num_equations() in use.
+    std::size_t num_equations() const { return num_equations_; }
+    const std::vector<EquationForm>& equations() const { return equations_; }
 
 private:
     AhoCorasick automaton_;
     std::vector<std::string> patterns_;  // first `count` entries in use
     std::vector<int> pattern_groups_;
+    std::vector<EquationForm> equations_;
+    std::size_t num_equations_ = 0;
 };
 
 // Per-thread reusable buffers.
@@ -79,6 +86,9 @@ struct MatchScratch {
     std::vector<Section> sections;
     std::vector<Span> spans;
     std::string normalised;  // paper: a normalised body; official: a lower-cased body
+    std::vector<std::uint32_t> glued;    // paper: glued positions of the normalised body
+    std::vector<std::uint8_t> verdicts;  // paper: per equation form (equations.hpp)
+    std::vector<std::uint32_t> ends;
     AhoCorasick::Scan scan;
 };
 

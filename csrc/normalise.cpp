@@ -22,115 +22,208 @@ CommandAction classify_command(Bytes text, std::size_t begin, std::size_t end) {
     return CommandAction::kKeep;
 }
 
-// True when text[i..i+4) is "frac" (any case) not preceded by a letter and followed, after
-// optional ASCII whitespace, by '{'.
+// True when text[i..i+4) is "frac" (any case), followed after optional ASCII whitespace by '{'.
+// (Called only where an ASCII letter run starts, so no ASCII letter precedes it.)
 bool is_bare_frac(Bytes text, std::size_t i) {
     const std::size_t n = text.size();
-    if (n - i < 4 || !word_equals(text, i, i + 4, "frac")) return false;
-    if (i > 0 && is_ascii_alpha(static_cast<unsigned char>(text[i - 1]))) return false;
+    if (n - i < 5 || !word_equals(text, i, i + 4, "frac")) return false;
     std::size_t j = i + 4;
     while (j < n && is_ascii_space(static_cast<unsigned char>(text[j]))) ++j;
     return j < n && text[j] == '{';
 }
 
-// Byte classes of the normaliser's main loop.
-enum ByteClass : unsigned char { kPlain, kDropped, kBackslash, kLetterF, kLead2, kLead3, kOpen, kClose };
+enum ByteClass : unsigned char { kLetter, kDigit, kDropped, kSymbol, kBackslash, kHigh, kOpen, kClose };
 
 struct ByteClassTable {
     unsigned char cls[256];
     char lower[256];
     ByteClassTable() {
         for (int b = 0; b < 256; ++b) {
-            cls[b] = kPlain;
+            cls[b] = b >= 0x80 ? kHigh : kSymbol;
             lower[b] = static_cast<char>(ascii_lower(static_cast<unsigned char>(b)));
         }
+        for (int b = 'a'; b <= 'z'; ++b) cls[b] = cls[b - 32] = kLetter;
+        for (int b = '0'; b <= '9'; ++b) cls[b] = kDigit;
         for (unsigned char b : {' ', '\t', '\n', '\r', '\v', '\f', '$'}) cls[b] = kDropped;
         cls[static_cast<unsigned char>('\\')] = kBackslash;
-        cls[static_cast<unsigned char>('f')] = cls[static_cast<unsigned char>('F')] = kLetterF;
-        cls[0xC2] = kLead2;
-        cls[0xC3] = kLead3;
         cls[static_cast<unsigned char>('{')] = kOpen;
         cls[static_cast<unsigned char>('}')] = kClose;
     }
 };
 const ByteClassTable kTable;
 
+inline bool is_digit_at(Bytes text, std::size_t i) {
+    return i < text.size() && is_ascii_digit(static_cast<unsigned char>(text[i]));
+}
+
+// End of the number token starting at i (a digit): digits, then any ".digits" / ",ddd" parts
+// (a thousands group is exactly three digits not followed by a fourth).
+std::size_t number_end(Bytes text, std::size_t i) {
+    while (is_digit_at(text, i)) ++i;
+    for (;;) {
+        if (i < text.size() && text[i] == '.' && is_digit_at(text, i + 1)) {
+            i += 2;
+            while (is_digit_at(text, i)) ++i;
+        } else if (i < text.size() && text[i] == ',' && is_digit_at(text, i + 1) &&
+                   is_digit_at(text, i + 2) && is_digit_at(text, i + 3) && !is_digit_at(text, i + 4)) {
+            i += 4;
+        } else {
+            return i;
+        }
+    }
+}
+
+enum UnitClass { kUnitWord, kUnitSymbol, kUnitSpace, kUnitTimes };
+
+UnitClass unit_class(char32_t cp) {
+    if (cp == 0x85 || cp == 0xA0 || (cp >= 0x2000 && cp <= 0x200B) || cp == 0x2028 || cp == 0x2029 ||
+        cp == 0x202F || cp == 0x205F || cp == 0x3000 || cp == 0xFEFF)
+        return kUnitSpace;
+    if (cp == 0xD7 || cp == 0xB7) return kUnitTimes;
+    if ((cp >= 0x80 && cp <= 0xBF) || cp == 0xF7 || (cp >= 0x2000 && cp <= 0x2BFF) ||
+        (cp >= 0x3000 && cp <= 0x303F))
+        return kUnitSymbol;
+    return kUnitWord;
+}
+
+// Length (1-4) of the unit at text[i] (a byte >= 0x80) and its class. A lead byte C0-F7 with
+// all its continuation bytes is a character; anything else is a one-byte word character.
+std::size_t high_unit(Bytes text, std::size_t i, UnitClass& cls) {
+    const unsigned char lead = static_cast<unsigned char>(text[i]);
+    std::size_t len = lead >= 0xC0 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3
+                    : lead >= 0xF0 && lead <= 0xF7 ? 4 : 1;
+    if (len > 1) {
+        if (text.size() - i < len) len = 1;
+        for (std::size_t k = 1; k < len; ++k)
+            if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) len = 1;
+    }
+    if (len == 1) {
+        cls = kUnitWord;
+        return 1;
+    }
+    char32_t cp = lead & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+    for (std::size_t k = 1; k < len; ++k) cp = cp << 6 | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+    cls = unit_class(cp);
+    return len;
+}
+
 }  // namespace
 
-void normalise_into(Bytes text, std::string& out) {
+void normalise_into(Bytes text, std::string& out, std::vector<std::uint32_t>* glued) {
     const std::size_t n = text.size();
-    // Output never exceeds the input: every rule emits at most as many bytes as it consumes.
-    out.resize(n);
+    if (glued != nullptr) glued->clear();
+    // Every input byte emits at most three bytes (a one-digit number: " 1 ").
+    out.resize(3 * n + 2);
     char* const begin = out.data();
     char* w = begin;
+    bool in_letters = false;     // a letter run is open (its closing space not yet written)
     bool close_pending = false;  // the last kept token was '}'
+    std::size_t last_number_end = static_cast<std::size_t>(-1);
+    auto open_word = [&] {
+        if (w == begin || w[-1] != kSep) *w++ = kSep;
+    };
+    auto end_letters = [&] {
+        if (in_letters) {
+            *w++ = kSep;
+            in_letters = false;
+        }
+    };
+    auto start_letters = [&](std::size_t i) {
+        if (!in_letters) {
+            open_word();
+            in_letters = true;
+            if (glued != nullptr && i == last_number_end)
+                glued->push_back(static_cast<std::uint32_t>(w - begin));
+        }
+        close_pending = false;
+    };
+    auto symbol = [&](const char* bytes, std::size_t len) {
+        end_letters();
+        for (std::size_t k = 0; k < len; ++k) *w++ = bytes[k];
+        close_pending = false;
+    };
     std::size_t i = 0;
     while (i < n) {
         const unsigned char c = static_cast<unsigned char>(text[i]);
-        const unsigned char cls = kTable.cls[c];
-        if (cls <= kDropped) {  // the common case, without a data-dependent branch
-            const bool keep = cls == kPlain;
-            *w = kTable.lower[c];  // w <= text position < n: always inside the buffer
-            w += keep;
-            close_pending = close_pending && !keep;
-            ++i;
-            continue;
-        }
-        switch (cls) {
-            case kPlain:
-            case kDropped:
-                break;  // handled above
-            case kBackslash: {
-                std::size_t j = i + 1;
-                while (j < n && is_ascii_alpha(static_cast<unsigned char>(text[j]))) ++j;
-                if (j > i + 1) {
-                    switch (classify_command(text, i + 1, j)) {
-                        case CommandAction::kDrop: break;
-                        case CommandAction::kTimes:
-                            *w++ = '*';
-                            close_pending = false;
-                            break;
-                        case CommandAction::kKeep:
-                            *w++ = '\\';
-                            for (std::size_t k = i + 1; k < j; ++k) *w++ = kTable.lower[static_cast<unsigned char>(text[k])];
-                            close_pending = false;
-                            break;
-                    }
-                }
-                i = j;  // a lone backslash is dropped
-                continue;
-            }
-            case kLetterF:
-                if (is_bare_frac(text, i)) {
+        switch (kTable.cls[c]) {
+            case kLetter: {
+                // Here an ASCII letter run starts (no ASCII letter before it).
+                if ((c == 'f' || c == 'F') && is_bare_frac(text, i)) {
+                    end_letters();  // dropped, like whitespace
                     i += 4;
                     continue;
                 }
-                break;
-            case kLead2:  // U+00B7 MIDDLE DOT
-            case kLead3:  // U+00D7 MULTIPLICATION SIGN
-                if (i + 1 < n && static_cast<unsigned char>(text[i + 1]) == (kTable.cls[c] == kLead2 ? 0xB7 : 0x97)) {
-                    *w++ = '*';
-                    close_pending = false;
-                    i += 2;
-                    continue;
+                start_letters(i);
+                do {
+                    *w++ = kTable.lower[static_cast<unsigned char>(text[i])];
+                    ++i;
+                } while (i < n && kTable.cls[static_cast<unsigned char>(text[i])] == kLetter);
+                continue;
+            }
+            case kDigit: {
+                end_letters();
+                open_word();
+                const std::size_t end = number_end(text, i);
+                for (; i < end; ++i) *w++ = text[i];
+                *w++ = kSep;
+                close_pending = false;
+                last_number_end = end;
+                continue;
+            }
+            case kDropped:
+                end_letters();
+                ++i;
+                continue;
+            case kSymbol:
+                symbol(text.data() + i, 1);
+                ++i;
+                continue;
+            case kBackslash: {
+                std::size_t j = i + 1;
+                while (j < n && is_ascii_alpha(static_cast<unsigned char>(text[j]))) ++j;
+                const CommandAction action = j > i + 1 ? classify_command(text, i + 1, j) : CommandAction::kDrop;
+                if (action == CommandAction::kDrop) {
+                    end_letters();  // a lone backslash or a dropped command
+                } else if (action == CommandAction::kTimes) {
+                    symbol("*", 1);
+                } else {
+                    symbol("\\", 1);
+                    *w++ = kSep;
+                    for (std::size_t k = i + 1; k < j; ++k) *w++ = kTable.lower[static_cast<unsigned char>(text[k])];
+                    *w++ = kSep;
                 }
-                break;
+                i = j;
+                continue;
+            }
+            case kHigh: {
+                UnitClass cls;
+                const std::size_t len = high_unit(text, i, cls);
+                if (cls == kUnitWord) {
+                    start_letters(i);
+                    for (std::size_t k = 0; k < len; ++k) *w++ = text[i + k];
+                } else if (cls == kUnitSpace) {
+                    end_letters();
+                } else if (cls == kUnitTimes) {
+                    symbol("*", 1);
+                } else {
+                    symbol(text.data() + i, len);
+                }
+                i += len;
+                continue;
+            }
             case kClose:
+                end_letters();
                 close_pending = true;
                 ++i;
                 continue;
             case kOpen:
-                if (close_pending) {
-                    *w++ = '/';
-                    close_pending = false;
-                }
+                end_letters();
+                if (close_pending) symbol("/", 1);
                 ++i;
                 continue;
         }
-        *w++ = kTable.lower[c];  // 'f' not starting a bare "frac", lone UTF-8 lead bytes
-        close_pending = false;
-        ++i;
     }
+    end_letters();
     out.resize(static_cast<std::size_t>(w - begin));
 }
 

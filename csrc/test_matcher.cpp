@@ -105,6 +105,37 @@ TEST_CASE(match_one_paper_and_official) {
     CHECK_EQ(match_one(kResponse, official, Mode::kOfficial, scratch), 0.25);
 }
 
+static double paper_k(const std::string& step, const KeyStepGroups& groups) {
+    KeyStepSets sets;
+    sets.add(groups);
+    CompiledKeySteps compiled(sets, 0, Mode::kPaper);
+    MatchScratch scratch;
+    return match_one("### Step 1:\n" + step + "\n### The final answer is: 0", compiled, Mode::kPaper, scratch);
+}
+
+TEST_CASE(paper_matching_is_whole_token_and_equations_are_not_hedged) {
+    // issue 27: near misses, enumerations and hedges give k = 0 ...
+    CHECK_EQ(paper_k("So x = 12.", {{"x = 1"}}), 0.0);
+    CHECK_EQ(paper_k("12/2 = 6.5", {{"12/2 = 6"}}), 0.0);
+    CHECK_EQ(paper_k("8 + 7 = 10, 8 + 7 = 11, 8 + 7 = 15, 8 + 7 = 19", {{"8 + 7 = 15"}}), 0.0);
+    CHECK_EQ(paper_k("8 + 7 = 15 or 8 + 7 = 16", {{"8 + 7 = 15"}}), 0.0);
+    CHECK_EQ(paper_k("8 + 7 = 15 or = 16", {{"8 + 7 = 15"}}), 0.0);
+    CHECK_EQ(paper_k("BAD is a median", {{"AD is a median"}}), 0.0);
+    CHECK_EQ(paper_k("x = 15\nx = 16", {{"x = 15"}}), 0.0);
+    CHECK_EQ(paper_k("x = 1/2", {{"x = 1"}}), 0.0);
+    // ... while plain statements, LaTeX forms and derivations still count
+    CHECK_EQ(paper_k("so 8+7=15.", {{"8 + 7 = 15"}}), 1.0);
+    CHECK_EQ(paper_k("$8 + 7 = 15$", {{"8 + 7 = 15"}}), 1.0);
+    CHECK_EQ(paper_k("area = \\frac{12}{2} = 6", {{"12/2 = 6"}}), 1.0);
+    CHECK_EQ(paper_k("AD is a median, so", {{"AD is a median"}}), 1.0);
+    CHECK_EQ(paper_k("2x = 2, so x = 1", {{"x = 1"}}), 1.0);
+    CHECK_EQ(paper_k("x = 30/2 = 15, so x = 15", {{"x = 15"}}), 1.0);
+    CHECK_EQ(paper_k("angle = 90^{\\circ}", {{"angle = 90"}}), 1.0);
+    CHECK_EQ(paper_k("18 + 8 + 7 = 33, and 8 + 7 = 15", {{"8 + 7 = 15"}}), 1.0);
+    // a group matches through any form; a contradicted equation form does not spoil a plain one
+    CHECK_EQ(paper_k("8 + 7 = 15 or 8 + 7 = 16, fifteen", {{"8 + 7 = 15", "fifteen"}}), 1.0);
+}
+
 TEST_CASE(empty_forms_and_groups) {
     MatchScratch scratch;
     KeyStepSets sets;

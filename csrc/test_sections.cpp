@@ -94,15 +94,28 @@ TEST_CASE(validity_official_rules) {
 }
 
 TEST_CASE(normalisation_examples) {
-    CHECK_EQ(normalise("\\frac{12}{2} = 6"), std::string("12/2=6"));
-    CHECK_EQ(normalise("frac{12}{2}=6"), std::string("12/2=6"));
-    CHECK_EQ(normalise("12/2 = 6"), std::string("12/2=6"));
-    CHECK_EQ(normalise("$a \\cdot b$ \\times c"), std::string("a*b*c"));
-    CHECK_EQ(normalise("\\left( \\dfrac{A}{B} \\right)"), std::string("(a/b)"));
-    CHECK_EQ(normalise("\\rightarrow fraction"), std::string("\\rightarrowfraction"));
-    CHECK_EQ(normalise("2 \xc3\x97 3 \xc2\xb7 4"), std::string("2*3*4"));
-    CHECK_EQ(normalise("\\{1\\}"), std::string("1"));
+    CHECK_EQ(normalise("\\frac{12}{2} = 6"), std::string(" 12 / 2 = 6 "));
+    CHECK_EQ(normalise("frac{12}{2}=6"), std::string(" 12 / 2 = 6 "));
+    CHECK_EQ(normalise("12/2 = 6"), std::string(" 12 / 2 = 6 "));
+    CHECK_EQ(normalise("$a \\cdot b$ \\times c"), std::string(" a * b * c "));
+    CHECK_EQ(normalise("\\left( \\dfrac{A}{B} \\right)"), std::string("( a / b )"));
+    CHECK_EQ(normalise("\\rightarrow fraction"), std::string("\\ rightarrow fraction "));
+    CHECK_EQ(normalise("2 \xc3\x97 3 \xc2\xb7 4"), std::string(" 2 * 3 * 4 "));
+    CHECK_EQ(normalise("\\{1\\}"), std::string(" 1 "));
     CHECK_EQ(normalise("{}"), std::string(""));
+    // whole tokens: numbers with their decimal and thousands parts, letters apart from digits
+    CHECK_EQ(normalise("So x = 12.5, 1,000 or 10, 8"), std::string(" so x = 12.5 , 1,000 or 10 , 8 "));
+    CHECK_EQ(normalise("BAD is 5cm"), std::string(" bad is 5 cm "));
+    CHECK_EQ(normalise("caf\xc3\xa9\xc2\xa0x\xe2\x88\x92y"), std::string(" caf\xc3\xa9 x \xe2\x88\x92 y "));
+}
+
+TEST_CASE(glued_positions) {
+    std::string out;
+    std::vector<std::uint32_t> glued;
+    normalise_into("2x = 2, 15\nx = 1", out, &glued);
+    CHECK_EQ(out, std::string(" 2 x = 2 , 15 x = 1 "));
+    CHECK_EQ(glued.size(), 1u);
+    CHECK_EQ(glued[0], 3u);  // the 'x' of "2x"
 }
 
 TEST_CASE(no_crash_on_arbitrary_bytes) {
@@ -116,7 +129,7 @@ TEST_CASE(no_crash_on_arbitrary_bytes) {
     official_step_bodies(junk, spans);
     CHECK(!is_valid_paper(junk, scratch));
     CHECK(!is_valid_official(junk, scratch));
-    CHECK(normalise(junk).size() <= junk.size());
+    CHECK(normalise(junk).size() <= 3 * junk.size() + 2);
 }
 
 int main() { return run_all_tests(); }

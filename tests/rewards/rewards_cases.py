@@ -1,4 +1,23 @@
 """Shared response texts for the reward tests (imported by test_rewards_*.py)."""
+import importlib
+import os
+
+import pytest
+
+# STEPGRPO_REQUIRE_EXT=1 (CI's main pass): the C++ extension must load; tests that need it fail
+# instead of skipping, and the active backend must be the compiled one unless
+# STEPGRPO_DISABLE_EXT=1 explicitly selects the pure-Python fallback.
+REQUIRE_EXT = os.environ.get("STEPGRPO_REQUIRE_EXT", "0").strip() not in ("", "0")
+FALLBACK_FORCED = os.environ.get("STEPGRPO_DISABLE_EXT", "0").strip() not in ("", "0")
+
+
+def cpp_extension():
+    """stepgrpo_fast._C; skips the calling test when it is not built, unless REQUIRE_EXT."""
+    if REQUIRE_EXT:
+        return importlib.import_module("stepgrpo_fast._C")  # an ImportError fails the test
+    return pytest.importorskip("stepgrpo_fast._C", reason="C++ extension not built",
+                               exc_type=ImportError)
+
 
 GOOD = (
     "### Image Description:\nAD is a median of triangle ABC.\n"

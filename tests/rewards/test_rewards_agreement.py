@@ -4,22 +4,30 @@ inputs per run (hypothesis: 250 examples x 4 tests, most of them batches of up t
 segmentation, normalisation, key-step matching and validity in both modes, plus identical error
 messages. Non-ASCII text (accents, Greek, CJK, NBSP and other Unicode blanks, Arabic-Indic and
 other digits, control characters, lone surrogates, invalid UTF-8 bytes) is generated throughout.
-(Skipped when stepgrpo_fast._C is not built.)"""
+(Skipped when stepgrpo_fast._C is not built, failed then under STEPGRPO_REQUIRE_EXT=1.)"""
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rewards_cases import (HEADERS, SPACES, UNICODE_HEADERS, UNICODE_SPACES, UNICODE_WORDS, WORDS,
-                           unicode_key_steps, unicode_text)
+from rewards_cases import (
+    HEADERS,
+    SPACES,
+    UNICODE_HEADERS,
+    UNICODE_SPACES,
+    UNICODE_WORDS,
+    WORDS,
+    cpp_extension,
+    unicode_key_steps,
+    unicode_text,
+)
 
 from stepgrpo_fast.rewards import normalise as py_normalise
 from stepgrpo_fast.rewards import official, parsing
 from stepgrpo_fast.rewards.matching import match_batch_python
 from stepgrpo_fast.rewards.validity import validity_batch_python
 
-_C = pytest.importorskip("stepgrpo_fast._C", reason="C++ extension not built",
-                         exc_type=ImportError)
+_C = cpp_extension()
 
 fragments = st.one_of(st.sampled_from(HEADERS + UNICODE_HEADERS),
                       st.sampled_from(WORDS + UNICODE_WORDS),
@@ -53,6 +61,51 @@ def test_segmentation_agrees(text):
                           max_size=30).map("".join), st.binary(max_size=200)))
 def test_normalisation_agrees(text):
     assert _C.normalise(text) == py_normalise.normalise(text)
+    body, glued = _C.normalise_body(text)
+    assert (body, frozenset(glued)) == py_normalise.normalise_body(text)
+
+
+# Adversarial material for paper mode's whole-token and equation rules (issue 27): near-miss
+# numbers, decimals, thousands groups, enumerations, hedges, chains, glued coefficients, LaTeX
+# variants, Unicode letters, symbols and spaces.
+ADVERSARIAL_PIECES = [
+    "x = 1", "x = 12", "x=1.5", "x = 1,000", "2x = 2", "2 x", "12/2 = 6", "12/2 = 6.5", "0.12/2=6",
+    "8 + 7 = 15", "8+7=16", "18 + 8 + 7", " or ", " or = 16", ", ", "; ", ". ", "= 15", "=", "==",
+    "<=", "\\frac{12}{2}", "frac{12}{2}", "\\dfrac{1}{2}", "\\times", "\\cdot", "×", "·", "$",
+    "\\left(", "\\right)", "^{\\circ}", "^\\circ", "°", "AD is a median", "BAD", "median",
+    "été", "étés", "−", "\u00a0", "\u3000", "\u2009", "5cm", "x^{2}", "30/2 = 15", "x = 30/2",
+    "\n", " ", "\\,", "{", "}", "}{", "-3", "\ud800", "\U0001d7cf", "٣", "Ａｂ", "\xff",
+]
+ADVERSARIAL_FORMS = [
+    "x = 1", "x = 12", "x = 15", "12/2 = 6", "\\frac{12}{2} = 6", "8 + 7 = 15", "8+7=15",
+    "$8 + 7 = 15$", "AD is a median", "median", "x <= 3", "2x = 2", "x = 30/2", "angle = 90",
+    "été", "5 cm", "x^2 = 4", "= 15", "x =", "6.5", "1,000", "(12/2) = 6", "x = −3",
+]
+
+
+def _adversarial_text(rng, pieces=24):
+    steps = []
+    for n in range(1, rng.randrange(2, 5)):
+        body = "".join(rng.choice(ADVERSARIAL_PIECES + SPACES) for _ in range(rng.randrange(0, pieces)))
+        steps.append(f"### Step {n}:\n{body}\n")
+    return "".join(steps) + "### The final answer is: 3"
+
+
+@pytest.mark.parametrize("seed", [27, 28])
+def test_adversarial_paper_matching_agrees(seed):
+    rng = random.Random(seed)
+    n = 4000
+    texts_ = [_adversarial_text(rng) for _ in range(n)]
+    items = [[[rng.choice(ADVERSARIAL_FORMS) for _ in range(rng.randrange(1, 3))]
+              for _ in range(rng.randrange(1, 5))] for _ in range(n)]
+    expected = match_batch_python(texts_, items, "paper")
+    assert _C.match_key_steps(texts_, items, "paper", 1) == expected
+    assert _C.match_key_steps(texts_, items, "paper", 0) == expected
+    # the corpus reaches every outcome: none, some and all groups found
+    assert {0.0, 1.0} <= set(expected) and any(0.0 < k < 1.0 for k in expected)
+    for t in texts_[:500]:
+        body, glued = _C.normalise_body(t)
+        assert (body, frozenset(glued)) == py_normalise.normalise_body(t)
 
 
 @SETTINGS

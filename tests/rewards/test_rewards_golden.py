@@ -37,7 +37,8 @@ def test_paper_times_forms_are_equivalent(form):
 
 
 def test_paper_keeps_other_commands_and_words():
-    assert k_of(STEP.format("x \\rightarrow y"), [["x\\rightarrowy"]], "paper") == 1.0
+    assert k_of(STEP.format("x \\rightarrow y"), [["x\\rightarrow y"]], "paper") == 1.0
+    assert k_of(STEP.format("x \\rightarrow y"), [["x\\rightarrowy"]], "paper") == 0.0  # \rightarrowy
     assert k_of(STEP.format("x \\rightarrow y"), [["x ) y"]], "paper") == 0.0
     assert k_of(STEP.format("a fraction of it"), [["ation"]], "paper") == 0.0
 
@@ -318,11 +319,16 @@ def test_bad_input_errors_name_the_problem(call, error, message):
 def test_backend_is_reported():
     import os
 
-    from stepgrpo_fast.rewards import BACKEND, matching
+    from rewards_cases import FALLBACK_FORCED, REQUIRE_EXT
+
+    from stepgrpo_fast.rewards import BACKEND, _backend, matching
 
     assert matching.BACKEND == BACKEND
     if os.environ.get("STEPGRPO_DISABLE_EXT") == "1":
         assert BACKEND == "python"
+    elif REQUIRE_EXT and not FALLBACK_FORCED:  # the built extension is the backend in use
+        import stepgrpo_fast._C  # noqa: F401 - an unloadable extension fails here, with its error
+        assert BACKEND == "cpp" and _backend.EXT_OFFICIAL
     else:
         assert BACKEND in ("cpp", "python")
 

@@ -7,11 +7,20 @@ Unicode-heavy cases run on both backends (the C++ one skipped when it is not bui
 import random
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import pytest
-from rewards_cases import (HEADERS, SPACES, UNICODE_HEADERS, UNICODE_SPACES, UNICODE_WORDS, WORDS,
-                           unicode_key_steps, unicode_text)
+from rewards_cases import (
+    HEADERS,
+    SPACES,
+    UNICODE_HEADERS,
+    UNICODE_SPACES,
+    UNICODE_WORDS,
+    WORDS,
+    cpp_extension,
+    unicode_key_steps,
+    unicode_text,
+)
 
 from stepgrpo_fast.rewards import match_key_steps, step_validity_reward
 from stepgrpo_fast.rewards.matching import match_batch_python
@@ -109,8 +118,7 @@ CORPUS_SIZE = 12_000
 
 
 def _cpp():
-    return pytest.importorskip("stepgrpo_fast._C", reason="C++ extension not built",
-                               exc_type=ImportError)
+    return cpp_extension()
 
 
 @pytest.mark.parametrize("backend", ["python", "cpp"])
