@@ -2,6 +2,7 @@
 
 Public API (see README):
     linear_logprobs, group_advantages, grpo_loss, linear_grpo_loss   -- differentiable ops
+    load_image(path | bytes | PIL.Image) -> RGB PIL.Image            -- the one image loader
     rewards.step_accuracy_reward, rewards.step_validity_reward, rewards.match_key_steps
 
 Attributes are imported lazily so that ``import stepgrpo_fast.rewards`` stays light.
@@ -21,6 +22,7 @@ _LAZY = {
     "group_advantages": "stepgrpo_fast.functional",
     "grpo_loss": "stepgrpo_fast.functional",
     "linear_grpo_loss": "stepgrpo_fast.functional",
+    "load_image": "stepgrpo_fast.data.images",
 }
 _SUBMODULES = ("functional", "rewards", "trainer", "integrations", "data", "synthetic", "ops",
                "reference")

@@ -2,11 +2,16 @@
 
 ``encode_prompts`` builds left-padded generation inputs, ``encode_sft`` right-padded inputs with
 labels on the response only. Prompts are never truncated (truncation can cut image tokens).
+A record's images go where its question's ``<image>`` placeholders are, in order, or before the
+question when it has none; a text-only record has no image part. The processor gets the images
+of the whole batch in prompt order (image_grid_thw [images, 3], each image resized within
+min_pixels / max_pixels by the processor).
 """
 
 from __future__ import annotations
 
-from stepgrpo_fast.data.records import Record, load_image
+from stepgrpo_fast.data.layouts import IMAGE_PLACEHOLDER
+from stepgrpo_fast.data.records import Record, load_record_images
 
 REASONING_PROMPT = (
     "Describe the image, give a rationale, then solve the problem in numbered steps. Use the headers "
@@ -36,17 +41,10 @@ def user_text(record: Record, template: str = "default") -> str:
 def build_messages(
     record: Record, *, with_response: bool = False, template: str = "default"
 ) -> list[dict]:
-    """Chat messages: a user turn with the image part BEFORE the text, and (optionally) the
-    assistant turn holding the reference reasoning."""
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": str(record.image_path)},
-                {"type": "text", "text": user_text(record, template)},
-            ],
-        }
-    ]
+    """Chat messages: a user turn with an image part at each ``<image>`` placeholder of the
+    question (all images BEFORE the text when it has none), and (optionally) the assistant turn
+    holding the reference reasoning."""
+    messages = [{"role": "user", "content": user_content(record, template)}]
     if with_response:
         if record.response is None:
             raise ValueError(f"{record.source}: record has no 'response' to add")
@@ -54,6 +52,28 @@ def build_messages(
             {"role": "assistant", "content": [{"type": "text", "text": record.response}]}
         )
     return messages
+
+
+def user_content(record: Record, template: str = "default") -> list[dict]:
+    """The user turn's parts: images and text in the order the placeholders give."""
+    text = user_text(record, template)
+    images = [_image_part(src) for src in record.images]
+    if IMAGE_PLACEHOLDER not in text:
+        return [*images, {"type": "text", "text": text}]
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    parts = []
+    for i, piece in enumerate(pieces):
+        if i > 0:
+            parts.append(images[i - 1])
+        if piece.strip():
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def _image_part(src) -> dict:
+    from pathlib import Path
+
+    return {"type": "image", "image": str(src)} if isinstance(src, Path) else {"type": "image"}
 
 
 def prompt_text(processor, record: Record, template: str = "default") -> str:
@@ -65,16 +85,17 @@ def prompt_text(processor, record: Record, template: str = "default") -> str:
 def encode_prompts(processor, records: list[Record], *, template: str = "default") -> dict:
     """Left-padded generation inputs, never truncated; ``template``: see :func:`user_text`.
 
-    Returns input_ids [B,S], attention_mask [B,S], pixel_values [P, C*T*p*p], image_grid_thw [B,3]
-    and mm_token_type_ids [B,S] (1 at image tokens) when the processor emits it.
+    Returns input_ids [B,S], attention_mask [B,S], pixel_values [P, C*T*p*p] and image_grid_thw
+    [images, 3] (absent for a text-only batch) and mm_token_type_ids [B,S] (1 at image tokens)
+    when the processor emits it. ImageDecodeError names the record whose image fails.
     """
     if not records:
         raise ValueError("encode_prompts: no records")
     texts = [prompt_text(processor, r, template) for r in records]
-    images = [load_image(r) for r in records]
+    images = [image for r in records for image in load_record_images(r)]
     batch = processor(
         text=texts,
-        images=images,
+        images=images or None,
         padding=True,
         padding_side="left",
         truncation=False,
@@ -134,10 +155,11 @@ def encode_sft(processor, records: list[Record], *, template: str = "default") -
     out = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
-        "pixel_values": prompts["pixel_values"],
-        "image_grid_thw": prompts["image_grid_thw"],
         "labels": labels,
     }
+    for key in ("pixel_values", "image_grid_thw"):  # absent for a text-only batch
+        if key in prompts:
+            out[key] = prompts[key]
     if has_types:
         out["mm_token_type_ids"] = token_types
     return out

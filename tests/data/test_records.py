@@ -97,7 +97,7 @@ def test_released_layout_json_list(tmp_path):
     "bad, field",
     [
         (_good(image="img/missing.png"), "not found"),
-        (_good(image=None), "'image'"),
+        (_good(image=""), "'image'"),
         (_good(question=None), "'question'"),
         (_good(question="   "), "'question'"),
         (_good(solution=None), "'solution'"),

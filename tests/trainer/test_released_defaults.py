@@ -49,7 +49,7 @@ def test_rl_step_moves_the_vision_tower_by_default(tiny_rl_config, tiny_ckpt, tm
 
 
 def _record(question):
-    return Record(image_path=None, question=question, solution="3", key_steps=[])
+    return Record(image_path="x.png", question=question, solution="3", key_steps=[])
 
 
 def test_prompt_templates_order_instruction_and_question():
