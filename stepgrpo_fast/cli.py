@@ -21,6 +21,8 @@ COMMANDS = {
                "merge a use_peft run's LoRA adapter into its base: a full checkpoint (--merge)"),
     "reward": ("stepgrpo_fast.rewards.cli", "score completions in a JSONL file with StepRAR/StepRVR"),
     "keysteps": ("stepgrpo_fast.keysteps.cli", "extract StepRAR key steps from the reference reasoning of a JSONL file"),
+    "data": ("stepgrpo_fast.data.cli", "data check: decode and check every record of a data set "
+             "(JSON/JSONL, Parquet, save_to_disk, hub id) before training"),
     "bench": ("stepgrpo_fast.bench.cli", "run the benchmark suite (same runner as python -m bench)"),
     "gpu-check": ("stepgrpo_fast.gpu.check", "CUDA machine: GPU tests + fwd/bwd TFLOP/s report"),
     "kernel-table": ("stepgrpo_fast.gpu.kernel_table", "AOT-compile Triton kernels: sm_80/90 table"),

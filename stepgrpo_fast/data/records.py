@@ -72,6 +72,8 @@ class LoadReport:
     bad: list[str]
     layout: str
     total: int
+    bad_rows: list[int] = dataclasses.field(default_factory=list)  # ordinal of each bad line
+    record_rows: list[int] = dataclasses.field(default_factory=list)  # ordinal of each record
 
 
 def load_records(path, *, require_response: bool = False, column_map: Any = None,
@@ -106,6 +108,7 @@ def read_records(path, *, require_response: bool = False, column_map: Any = None
     mapping = parse_column_map(column_map)
     layout = detect_layout(source.columns, mapping) if source.columns is not None else None
     records, bad, total = [], [], 0
+    bad_rows, record_rows = [], []
     for where, raw in source.rows():
         total += 1
         try:
@@ -117,10 +120,12 @@ def read_records(path, *, require_response: bool = False, column_map: Any = None
                                       where=where, require_response=require_response,
                                       check_images=check_images, min_pixels=min_pixels,
                                       max_pixels=max_pixels))
+            record_rows.append(total - 1)
             layout = layout if source.columns is not None else (layout or row_layout)
         except ValueError as err:
             bad.append(f"{where}: {err}")
-    return LoadReport(records, bad, layout or "unknown", total)
+            bad_rows.append(total - 1)
+    return LoadReport(records, bad, layout or "unknown", total, bad_rows, record_rows)
 
 
 def _check_row(row: dict, *, base_dir: pathlib.Path, index: int, where: str,
