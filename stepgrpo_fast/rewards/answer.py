@@ -23,7 +23,8 @@ official: the released check: correct when math-verify finds verify(parse(comple
        parse(solution)) (the completion is passed as the gold argument), or when the stripped
        first line after the first "### The final answer is:" of the completion equals the
        solution's (the whole stripped text when the header is missing), case-sensitive. Bounded
-       the same way (the released code has a 5 s signal timeout on the main thread only).
+       the same way but without the length cap, so long completions keep the released verdict
+       (the released code has a 5 s signal timeout on the main thread only).
 """
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ from fractions import Fraction
 from functools import lru_cache
 
 from . import answer_forms as forms
-from .bounded import ANSWER_CHECK_TIMEOUT_S, call_with_deadline, count, too_complex
+from .bounded import (
+    ANSWER_CHECK_TIMEOUT_S,
+    MAX_CHECKED_CHARS,
+    call_with_deadline,
+    count,
+    too_complex,
+)
 
 choice_letter = forms.choice_letter  # kept importable from here
 
@@ -196,9 +203,10 @@ def _warm_up_math_verify() -> None:
 
 
 @lru_cache(maxsize=1 << 14)
-def _math_verify_outcome(gold: str, answer: str, timeout: float, extraction_mode: str):
+def _math_verify_outcome(gold: str, answer: str, timeout: float, extraction_mode: str,
+                         max_chars: int | None = MAX_CHECKED_CHARS):
     """True / False / _TIMED_OUT / _TOO_COMPLEX for verify(parse(gold), parse(answer))."""
-    if too_complex(gold) or too_complex(answer):
+    if too_complex(gold, max_chars) or too_complex(answer, max_chars):
         return _TOO_COMPLEX
     _warm_up_math_verify()
     from math_verify import verify
@@ -216,11 +224,12 @@ def _math_verify_outcome(gold: str, answer: str, timeout: float, extraction_mode
 
 
 def math_verify_equal(gold: str, answer: str, timeout: float = ANSWER_CHECK_TIMEOUT_S,
-                      extraction_mode: str = "any_match") -> bool:
+                      extraction_mode: str = "any_match",
+                      max_chars: int | None = MAX_CHECKED_CHARS) -> bool:
     """verify(parse(gold), parse(answer)) within ``timeout`` seconds (any thread); a failure, a
-    timeout or a too-complex text counts as False. Outcomes are cached; the counters in
-    bounded.answer_check_stats() count every call."""
-    outcome = _math_verify_outcome(gold, answer, float(timeout), extraction_mode)
+    timeout or a too-complex text (bounded.too_complex; ``max_chars=None``: no length cap) counts
+    as False. Outcomes are cached; the counters in bounded.answer_check_stats() count every call."""
+    outcome = _math_verify_outcome(gold, answer, float(timeout), extraction_mode, max_chars)
     if outcome == _TOO_COMPLEX:
         count("too_complex")
         return False
@@ -241,4 +250,5 @@ def official_is_correct(completion: str, solution: str | None) -> bool:
         return False
     if official_answer_line(completion) == official_answer_line(solution):
         return True
-    return math_verify_equal(completion, solution, ANSWER_CHECK_TIMEOUT_S)
+    # the whole completion, as the released code passes it: no length cap (bounded.py)
+    return math_verify_equal(completion, solution, ANSWER_CHECK_TIMEOUT_S, max_chars=None)

@@ -210,7 +210,7 @@ def test_accuracy_paper_uses_math_verify_on_the_extracted_answer():
 def test_accuracy_official_bonus_without_answer_and_exact_line(monkeypatch):
     from stepgrpo_fast.rewards import answer
 
-    monkeypatch.setattr(answer, "math_verify_equal", lambda gold, pred, timeout: False)
+    monkeypatch.setattr(answer, "math_verify_equal", lambda gold, pred, timeout, **kw: False)
     no_header = GOOD.split("### The final answer is:")[0]
     texts = [GOOD, no_header, "  42  ", GOOD.replace("is:\n3", "is:   \n  3 apples \nmore"),
              GOOD.replace("is:\n3", "is: b")]
@@ -224,7 +224,7 @@ def test_accuracy_official_bonus_without_answer_and_exact_line(monkeypatch):
 def test_accuracy_official_key_steps_none_and_solution_none(monkeypatch):
     from stepgrpo_fast.rewards import answer
 
-    monkeypatch.setattr(answer, "math_verify_equal", lambda gold, pred, timeout: False)
+    monkeypatch.setattr(answer, "math_verify_equal", lambda gold, pred, timeout, **kw: False)
     assert step_accuracy_reward([GOOD], ["3"], None, mode="official") == [1.0]
     assert step_accuracy_reward([GOOD], [None], [KEY_STEPS], mode="official") == [0.25 * 0.1]
 
@@ -234,7 +234,7 @@ def test_accuracy_official_passes_the_completion_as_gold(monkeypatch):
 
     calls = []
     monkeypatch.setattr(answer, "math_verify_equal",
-                        lambda gold, pred, timeout: calls.append((gold, pred)) or True)
+                        lambda gold, pred, timeout, **kw: calls.append((gold, pred)) or True)
     text = GOOD.replace("is:\n3", "is:\nthree")
     assert step_accuracy_reward([text], ["3"], None, mode="official") == [1.0]
     assert calls == [(text, "3")]
