@@ -25,6 +25,7 @@ from torch import nn
 
 from stepgrpo_fast.lm_head import effective_temperature, unwrap_model
 from stepgrpo_fast.trainer.model.loading import decoder_hidden_states, lm_head
+from stepgrpo_fast.trainer.rl.shared_prompt import shared_completion_hidden_states
 
 ROW_KEYS_EXTENDED_WITH_ZEROS = ("mm_token_type_ids", "token_type_ids")
 PER_IMAGE_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
@@ -45,6 +46,9 @@ class PolicyBatch:
     num_items_in_batch: the dapo / cispo normaliser of this micro-batch's loss (a float), or None
                      (the op then divides by this micro-batch's counted tokens); set by the loop
                      from the global batch's active tokens (grpo_loop.dapo_num_items)
+    group_size:      None: the repeated layout above. G: the shared-prompt layout
+                     (rl/shared_prompt.py): model_inputs are the N / G un-repeated prompts
+                     ([N/G, P] rows + their images), each run once for its G completions
     """
 
     model_inputs: dict[str, torch.Tensor]
@@ -55,6 +59,7 @@ class PolicyBatch:
     ref_logp: torch.Tensor | None = None
     old_logp: torch.Tensor | None = None
     num_items_in_batch: float | None = None
+    group_size: int | None = None
 
     def to(self, device: torch.device | str) -> "PolicyBatch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -115,6 +120,33 @@ def build_policy_batch(
     return PolicyBatch(inputs, p, completion_ids, completion_mask, advantages.float())
 
 
+def build_shared_policy_batch(
+    group_inputs: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    group_size: int,
+) -> PolicyBatch:
+    """A :class:`PolicyBatch` in the shared-prompt layout: each prompt once for its G completions.
+
+    group_inputs: the B un-repeated prompts: input_ids / attention_mask [B, P] (+ images)
+    completion_ids / completion_mask: [B*G, C] prompt-major;  advantages: [B*G]
+    """
+    b, p = group_inputs["input_ids"].shape
+    n = completion_ids.shape[0]
+    if n != b * group_size or completion_mask.shape != completion_ids.shape:
+        raise ValueError(
+            f"{b} prompts x num_generations {group_size} do not line up with completion_ids "
+            f"{list(completion_ids.shape)} / completion_mask {list(completion_mask.shape)}"
+        )
+    if advantages.shape != (n,):
+        raise ValueError(f"advantages must be [{n}], got {list(advantages.shape)}")
+    return PolicyBatch(
+        dict(group_inputs), p, completion_ids, completion_mask, advantages.float(),
+        group_size=group_size,
+    )
+
+
 def head_operands(
     hidden: torch.Tensor, head: nn.Linear
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -147,7 +179,13 @@ def no_autocast(device: torch.device):
 
 
 def completion_hidden_states(model: nn.Module, batch: PolicyBatch) -> torch.Tensor:
-    """[N, C, H]: the hidden state that predicts each completion token."""
+    """[N, C, H]: the hidden state that predicts each completion token (shared-prompt layout:
+    rl/shared_prompt.py, the same values without running a prompt more than once)."""
+    if batch.group_size is not None:
+        return shared_completion_hidden_states(
+            model, batch.model_inputs, batch.completion_ids, batch.completion_mask,
+            batch.group_size,
+        )
     hidden = decoder_hidden_states(model, **batch.model_inputs)  # [N, P+C, H]
     p, c = batch.prompt_length, batch.completion_ids.shape[1]
     return hidden[:, p - 1 : p - 1 + c]  # [N, C, H]

@@ -33,6 +33,7 @@ flat groups and refills them (dynamic_sampling.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Any, Callable
@@ -51,7 +52,12 @@ from stepgrpo_fast.trainer.rl.episodes import (
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes
 from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 from stepgrpo_fast.trainer.model.lora import adapters_disabled
-from stepgrpo_fast.trainer.model.objective import build_policy_batch, completion_logprobs
+from stepgrpo_fast.trainer.model.objective import (
+    build_policy_batch,
+    build_shared_policy_batch,
+    completion_logprobs,
+)
+from stepgrpo_fast.trainer.rl.shared_prompt import group_prompt_inputs, unsupported_reason
 from stepgrpo_fast.trainer.rl.rollout import (
     derive_seed,
     ended_with_eos,
@@ -76,6 +82,18 @@ LOSS_OPTIONS = (
 )
 NUM_ITEMS_LOSS_TYPES = ("dapo", "cispo")  # normalised by the global batch's active tokens
 RL_CURVE_KEYS = ("reward", "reward_accuracy", "reward_validity", "key_step_match")
+# seconds of each step's phases, logged beside step_time (this process's wall clock)
+PHASE_KEYS = ("time_rollout", "time_rewards", "time_reference", "time_update")
+
+
+@contextlib.contextmanager
+def timed(phases: dict[str, float], key: str):
+    """Add the seconds spent inside the block to ``phases[key]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[key] += time.perf_counter() - start
 
 
 def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
@@ -127,6 +145,12 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
     eos_ids = eos_token_ids(policy_model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     gather = None if acc.num_processes == 1 else (lambda t: acc.gather(t.to(device)))
+    # each group's images + prompt once (rl/shared_prompt.py), else the prompt repeated M times
+    share = config.share_prompt and M > 1
+    reason = unsupported_reason(policy_model, training=True) if share else None
+    if reason is not None:  # one notice line, never a silently different computation
+        warnings.warn(f"share_prompt: {reason}; using the repeated prompt layout", stacklevel=2)
+        share = False
 
     def encode(batch_records):  # input_ids [B, P] (left-padded)
         inputs = encode_prompts(run.processor, batch_records, template=config.prompt_template)
@@ -134,13 +158,14 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
 
     for step in range(run.start_step, run.total_steps):
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
+        phases = dict.fromkeys(PHASE_KEYS, 0.0)
         batches, episode_metrics, micro_episodes = [], [], []
         generated_tokens = 0
 
         def generate(batch_records, positions, step=step):
             # 3. rollouts: B prompts x M samples, completion_ids [N, C]
             seeds = [derive_seed(config.seed, step, pos, j) for pos in positions for j in range(M)]
-            with run.precision.autocast():
+            with run.precision.autocast(), timed(phases, "time_rollout"):
                 rollout = generate_rollouts(
                     policy_model,
                     tokenizer,
@@ -153,8 +178,10 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                     row_seeds=seeds,
                     vision_start_token_id=vision_start,
                     repetition_penalty=config.repetition_penalty,
+                    share_prompt=share,
                 )
             # 4. rewards r = w_acc * StepRAR + w_val * StepRVR  ->  group-relative advantages [N]
+            rewards_start = time.perf_counter()
             episodes = build_episodes(
                 rollout.texts,
                 batch_records,
@@ -166,6 +193,7 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                 extra_rewards=extra_rewards,
                 aggregation=config.multi_objective_aggregation,
             )
+            phases["time_rewards"] += time.perf_counter() - rewards_start
             return rollout, episodes
 
         # G micro-batches of B prompts x M samples on every process
@@ -208,14 +236,24 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             loss_mask = rollout.completion_mask  # [N, C]
             if config.mask_truncated_completions:  # no EOS: out of the loss (TRL's option)
                 loss_mask = loss_mask * ended.unsqueeze(1).to(loss_mask.dtype)
-            batch = build_policy_batch(
-                rollout.prompt_inputs,
-                rollout.completion_ids,
-                loss_mask,
-                episodes.advantages.to(device),
-            )
+            if share:  # [B, P] prompts + [N, C] completions
+                prompts = rollout.prompt_inputs
+                batch = build_shared_policy_batch(
+                    group_prompt_inputs(prompts, M, vision_start_token_id=vision_start),
+                    rollout.completion_ids,
+                    loss_mask,
+                    episodes.advantages.to(device),
+                    M,
+                )
+            else:  # [N, P + C]
+                batch = build_policy_batch(
+                    rollout.prompt_inputs,
+                    rollout.completion_ids,
+                    loss_mask,
+                    episodes.advantages.to(device),
+                )
             # 5. reference log-probs [N, C] (frozen start model) and old log-probs when reused
-            with run.precision.autocast():
+            with run.precision.autocast(), timed(phases, "time_reference"):
                 if ref_model is not None:
                     with adapters_disabled(wrapped):  # a no-op without use_peft
                         batch.ref_logp = completion_logprobs(
@@ -279,6 +317,7 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
         # 6. policy update(s): fused hidden-state GRPO loss, no logits tensor
         loss_metrics: list[dict[str, float]] = []
         grad_norms = []
+        update_start = time.perf_counter()
         for _ in range(config.num_iterations):
             for batch in batches:
                 with acc.accumulate(run.objective):
@@ -290,6 +329,8 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                 )
             grad_norms.append(grad_norm)
 
+        phases["time_update"] = time.perf_counter() - update_start
+
         # 7. metrics (averaged over micro-batches, then over processes) and checkpoint
         step_time = time.perf_counter() - t0
         logged = {
@@ -299,7 +340,9 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             "tokens_per_s": generated_tokens / max(step_time, 1e-9),
         }
         logged = reduce_across_processes(acc, logged)
-        logged.update(learning_rate=lr, epoch=run.epoch_of(step + 1), step_time=step_time)
+        logged.update(
+            learning_rate=lr, epoch=run.epoch_of(step + 1), step_time=step_time, **phases
+        )
         if config.sample_log_steps and (step + 1) % config.sample_log_steps == 0:
             run.logger.log_samples(step + 1, samples)
         run.after_step(step + 1, logged)

@@ -29,6 +29,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from stepgrpo_fast.trainer.rl.shared_prompt import shared_generation_inputs
+
 PER_IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 
 
@@ -297,6 +299,7 @@ def generate_rollouts(
     vision_start_token_id: int | None = None,
     suppress_token_ids: Sequence[int] | None = None,
     repetition_penalty: float = 1.0,
+    share_prompt: bool = False,
 ) -> Rollout:
     """Generate ``num_generations`` completions for each of the B prompts in ``prompt_inputs``.
 
@@ -308,6 +311,9 @@ def generate_rollouts(
                    tokens (a sampled placeholder would break the next forward's image-feature count)
     repetition_penalty: HF's CTRL-style penalty, 1.0 = off. Sampling then no longer follows the
                    policy the loss scores; the trainer warns when it is configured.
+    share_prompt:  prefill each prompt (vision tower included) once and expand its KV cache to
+                   its num_generations rows (rl/shared_prompt.py); the same completions as the
+                   repeated prefill. Falls back to it where the shared one is not exact.
     The checkpoint's generation_config.json is ignored except for its special-token ids.
     """
     from transformers import GenerationConfig, LogitsProcessorList
@@ -352,9 +358,13 @@ def generate_rollouts(
     was_training = model.training
     model.eval()
     try:
+        gen_inputs = inputs
+        if share_prompt and num_generations > 1:  # the prompt prefilled once per group
+            shared, _ = shared_generation_inputs(model, prompt_inputs, inputs, num_generations)
+            gen_inputs = shared or inputs
         with neutral_generation_config(model):
             out = model.generate(
-                **inputs, generation_config=gen_config, logits_processor=processors
+                **gen_inputs, generation_config=gen_config, logits_processor=processors
             )
     finally:
         model.train(was_training)
