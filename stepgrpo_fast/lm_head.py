@@ -118,17 +118,27 @@ def _zero3_gather(params: list):
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
+def _full_tensor(param):
+    """An FSDP2 (DTensor) parameter gathered whole; its gradient is reduce-scattered back to the
+    shards averaged over the mesh, as FSDP2 averages every other gradient (plain ``full_tensor``
+    would leave each shard only its own rank's gradient)."""
+    from torch.distributed.tensor import Partial
+
+    return param.full_tensor(grad_placements=[Partial("avg")] * param.device_mesh.ndim)
+
+
 @contextlib.contextmanager
 def gathered_head(weight: torch.Tensor, bias: torch.Tensor | None):
     """with gathered_head(w, b) as (weight, bias, regather): the head's full tensors inside.
 
-    FSDP2 DTensors are made full; ZeRO-3 partitions are gathered for the block, and ``regather``
+    FSDP2 DTensors are made full (their gradient reduce-scattered back, averaged over the
+    processes); ZeRO-3 partitions are gathered for the block, and ``regather``
     (a context-manager factory) is what the backward needs to gather them again (None when the
     head was not partitioned: pass it on to :func:`head_logprobs`).
     """
-    if type(weight).__name__ == "DTensor":  # FSDP2 shards the head
-        weight = weight.full_tensor()
-        bias = None if bias is None else bias.full_tensor()
+    if type(weight).__name__ == "DTensor":  # FSDP2 shards the head (read outside its forward)
+        weight = _full_tensor(weight)
+        bias = None if bias is None else _full_tensor(bias)
     partitioned = zero3_partitioned(weight, bias)
     if not partitioned:
         yield weight, bias, None

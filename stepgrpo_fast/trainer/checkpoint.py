@@ -203,12 +203,15 @@ def save_checkpoint(
     rank: int = 0,
     is_main: bool = True,
     barrier: Callable[[], None] = lambda: None,
+    write_shards: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``<output_dir>/checkpoint-<step>`` atomically; every process must call this.
 
     save_model(dir) writes the weights and processor (main process only; under ZeRO-3 the
     caller gathers the state dict before). Each rank writes its own RNG state file.
     keep_last > 0 deletes older checkpoints beyond the last ``keep_last`` afterwards.
+    write_shards(dir): FSDP2 (model/sharded_checkpoint.py): every rank writes its model and
+    optimizer shards there, in place of optimizer.pt.
     """
     root = Path(output_dir)
     final = root / f"{PREFIX}{step}"
@@ -220,6 +223,9 @@ def save_checkpoint(
         tmp.mkdir()
     barrier()
     torch.save(capture_rng_state(), tmp / f"rng_state_{rank}.pth")
+    if write_shards is not None:
+        write_shards(tmp)
+        optimizer = None
     if is_main:
         save_model(tmp)
         if optimizer is not None:
@@ -284,16 +290,20 @@ def load_checkpoint_state(
     grad_scaler: Any | None = None,
     rank: int = 0,
     map_location: str | torch.device = "cpu",
+    read_shards: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Verify ``path``, load optimizer / scheduler / this rank's RNG; return trainer_state.
 
-    The weights are loaded by the caller through from_pretrained(path).
+    The weights are loaded by the caller through from_pretrained(path); under FSDP2
+    ``read_shards(path)`` reads the model and optimizer shards (in place of optimizer.pt).
     """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
     verify_checkpoint(path)
-    if optimizer is not None:
+    if read_shards is not None:
+        read_shards(path)
+    elif optimizer is not None:
         if not (path / OPTIMIZER).is_file():
             raise CorruptCheckpointError(f"checkpoint {path} has no {OPTIMIZER}")
         optimizer.load_state_dict(

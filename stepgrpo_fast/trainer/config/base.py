@@ -35,6 +35,7 @@ PROMPT_TEMPLATES = ("default", "r1vl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 IMPLS = ("auto", "torch", "triton")
+FSDP_MODES = ("", "full_shard", "full_shard offload")  # trainer/model/fsdp.py
 
 
 @dataclass
@@ -112,6 +113,18 @@ class TrainConfigBase:
         },
     )
     impl: str = field(default="auto", metadata={"help": "kernel dispatch for the fused ops"})
+    share_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "StepGRPO: each group's images and prompt run once for its num_generations completions (rollout prefill, reference / old log-probs, policy forward + backward; KV cache expanded to the group), exactly what the repeated layout computes. Used for qwen2_vl / qwen2_5_vl / qwen3_vl with sdpa / eager attention; flash_attention_2, gradient checkpointing (policy update only) and other models fall back to the repeated layout with one notice line. docs/training.md#shared-prompt"
+        },
+    )
+    fsdp: str = field(
+        default="",
+        metadata={
+            "help": 'PyTorch FSDP2 (HF TrainingArguments\' spelling): "" = DDP / one process; "full_shard" = every decoder layer and vision block, then the root, sharded over the processes (fp32 masters, gradients and AdamW state sharded; bf16/fp16 compute through MixedPrecisionPolicy); "full_shard offload" adds CPU offload. Checkpoints are torch.distributed.checkpoint shards (one file per rank); final_model/ is gathered. docs/scaling.md'
+        },
+    )
     share_prompt: bool = field(
         default=True,
         metadata={
@@ -228,6 +241,7 @@ class TrainConfigBase:
         choice(self, "lr_scheduler_type", SCHEDULERS)
         check_report_to(self.report_to)
         choice(self, "impl", IMPLS)
+        choice(self, "fsdp", FSDP_MODES)
         choice(self, "prompt_template", PROMPT_TEMPLATES)
         positive(
             self,

@@ -12,10 +12,14 @@ from stepgrpo_fast.trainer.model.loading import load_merged
 from stepgrpo_fast.trainer.model.lora import ADAPTER_CONFIG, adapter_base, is_adapter_dir
 
 
-def save_weights_as(model: torch.nn.Module, directory: Path, dtype: torch.dtype) -> None:
+def save_weights_as(
+    model: torch.nn.Module, directory: Path, dtype: torch.dtype, *, state_dict: dict | None = None
+) -> None:
     """save_pretrained ``model`` into ``directory`` with its floating weights cast to ``dtype``
-    (config.json says ``dtype``); the in-memory model (the fp32 masters) is left as it is."""
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    (config.json says ``dtype``); the in-memory model (the fp32 masters) is left as it is.
+    state_dict: the weights to write instead of ``model.state_dict()`` (gathered FSDP2 shards)."""
+    state = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.save_pretrained(directory, state_dict=state)
     # save_pretrained records the in-memory parameters' dtype (fp32); record the written one
     config_path = Path(directory) / "config.json"

@@ -15,6 +15,7 @@ import torch
 from stepgrpo_fast.trainer.config import TrainConfigBase
 from stepgrpo_fast.trainer.model.loading import load_model_and_processor
 from stepgrpo_fast.trainer.model.objective import freeze_vision_tower, frozen_linears_to, train_only
+from stepgrpo_fast.trainer.model.sharded_checkpoint import check_resume_layout, holds_shards
 
 
 def load_policy(
@@ -26,7 +27,10 @@ def load_policy(
     unless low_precision_weights); under mixed precision the frozen linear layers (freeze_vision,
     train_only) are held in the compute dtype (policy.frozen_linears_to). use_peft: the configured base in the compute dtype (frozen),
     with fresh LoRA adapters or the checkpoint's adapter; adapters in the weight dtype.
+    fsdp: a checkpoint holds no weights (torch.distributed.checkpoint shards, read after the
+    model is sharded: model/sharded_checkpoint.py), so the configured model is loaded.
     """
+    check_resume_layout(resume_from, bool(config.fsdp))
     if not config.use_peft:
         if resume_from is not None and (Path(resume_from) / "adapter_config.json").is_file():
             raise ValueError(
@@ -34,6 +38,8 @@ def load_policy(
                 "(set use_peft: true and the same model_name_or_path)"
             )
         model_path = str(resume_from) if resume_from is not None else config.model_name_or_path
+        if resume_from is not None and holds_shards(resume_from):
+            model_path = config.model_name_or_path  # its trained weights come from the shards
         model, processor = load_model_and_processor(
             model_path, **load_kwargs(config, device, precision.weight_dtype)
         )

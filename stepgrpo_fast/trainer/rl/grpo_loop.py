@@ -51,6 +51,7 @@ from stepgrpo_fast.trainer.rl.episodes import (
 )
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes
 from stepgrpo_fast.trainer.model.loading import load_model_and_processor
+from stepgrpo_fast.trainer.model import fsdp
 from stepgrpo_fast.trainer.model.lora import adapters_disabled
 from stepgrpo_fast.trainer.model.objective import (
     build_policy_batch,
@@ -139,6 +140,9 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             config.model_name_or_path, **load_kwargs(config, device, run.precision.compute_dtype)
         )
         ref_model.requires_grad_(False).eval()
+        fsdp.shard_reference(ref_model, config, acc)  # fsdp: sharded like the policy
+    # fsdp: the root whose group a scoring pass outside the objective's forward gathers
+    ref_root = run.objective if ref_model is policy_model else ref_model
 
     tokenizer = run.processor.tokenizer
     vision_start = getattr(policy_model.config, "vision_start_token_id", None)
@@ -165,7 +169,8 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
         def generate(batch_records, positions, step=step):
             # 3. rollouts: B prompts x M samples, completion_ids [N, C]
             seeds = [derive_seed(config.seed, step, pos, j) for pos in positions for j in range(M)]
-            with run.precision.autocast(), timed(phases, "time_rollout"):
+            with run.precision.autocast(), timed(phases, "time_rollout"), \
+                    fsdp.unsharded(run.objective):  # fsdp: gathered once per rollout
                 rollout = generate_rollouts(
                     policy_model,
                     tokenizer,
@@ -255,14 +260,15 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             # 5. reference log-probs [N, C] (frozen start model) and old log-probs when reused
             with run.precision.autocast(), timed(phases, "time_reference"):
                 if ref_model is not None:
-                    with adapters_disabled(wrapped):  # a no-op without use_peft
+                    with adapters_disabled(wrapped), fsdp.root_gathered(ref_root):
                         batch.ref_logp = completion_logprobs(
                             ref_model, batch, temperature=config.temperature, impl=config.impl
                         )
                 if config.num_iterations > 1:
-                    batch.old_logp = completion_logprobs(
-                        policy_model, batch, temperature=config.temperature, impl=config.impl
-                    )
+                    with fsdp.root_gathered(run.objective):
+                        batch.old_logp = completion_logprobs(
+                            policy_model, batch, temperature=config.temperature, impl=config.impl
+                        )
             batches.append(batch)
             lengths = rollout.completion_lengths.float()
             generated_tokens += int(lengths.sum().item())
