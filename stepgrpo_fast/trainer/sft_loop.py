@@ -14,7 +14,6 @@ from typing import Any
 from stepgrpo_fast.trainer.config import SFTConfig
 from stepgrpo_fast.data.records import load_records
 from stepgrpo_fast.data.prompts import encode_sft
-from stepgrpo_fast.trainer.preemption import preemptible
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes, sum_across_processes
 from stepgrpo_fast.trainer.run import optimizer_step, start_run, to_device
 
@@ -22,7 +21,6 @@ SFT_BAR_KEYS = ("loss", "step_time")
 SFT_CURVE_KEYS = ("loss",)
 
 
-@preemptible  # signals: checkpoint + exit at the run's stop points (trainer/preemption.py)
 def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
     """Token-level NLL on (image, question, reference reasoning); returns a summary dict."""
     # 1. every record is validated (image readable, fields present, response given) up front
@@ -38,7 +36,6 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
     acc, device = run.accelerator, run.accelerator.device
 
     for step in range(run.start_step, run.total_steps):
-        run.stop_point(step, next_phase="collective")  # a signal so far: checkpoint, exit
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
         micro_metrics: list[dict[str, float]] = []
         # 2. G micro-batches of B examples on every process; one optimizer step after the last.
