@@ -239,3 +239,14 @@ def load_image(src: Any):
             raise ValueError(f"{src.source}: the record has no image")
         return load_record_images(Record(images=src.images[:1], source=src.source))[0]
     return _images.load_image(src)
+
+
+def record_options(config: Any) -> dict[str, Any]:
+    """``load_records`` options from a training config: column_map, skip_bad_records and the
+    processor's min_pixels / max_pixels (the size checks)."""
+    return {
+        "column_map": getattr(config, "column_map", None),
+        "skip_bad": bool(getattr(config, "skip_bad_records", False)),
+        "min_pixels": getattr(config, "min_pixels", DEFAULT_MIN_PIXELS),
+        "max_pixels": getattr(config, "max_pixels", DEFAULT_MAX_PIXELS),
+    }

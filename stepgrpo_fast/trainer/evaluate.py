@@ -32,6 +32,7 @@ def evaluate(
     model: Any = None,
     processor: Any = None,
     prompt_template: str | None = None,
+    column_map: Any = None,
 ) -> dict[str, float]:
     """Greedy completions for every record of ``data_path`` -> mean metrics.
 
@@ -41,6 +42,8 @@ def evaluate(
     predictions_path: optional JSONL with one {"source", "question", "solution", "completion",
     ...reward components} per record. prompt_template: "default" | "r1vl" (data.user_text);
     None: the one the model was trained with (:func:`trained_prompt_template` of ``model_dir``).
+    column_map: the data's columns for our fields (data/layouts.py); None: the one saved with
+    the model (``model_dir``'s training_config.yaml / config.yaml), if any.
     """
     import torch
 
@@ -56,7 +59,9 @@ def evaluate(
     template = trained_prompt_template(model_dir) if prompt_template is None else prompt_template
     if template not in PROMPT_TEMPLATES:
         raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {template!r}")
-    records = load_records(data_path, require_response=False)
+    if column_map is None:
+        column_map = _saved_option(model_dir, "column_map")
+    records = load_records(data_path, require_response=False, column_map=column_map)
     if limit is not None:
         records = records[:limit]
     if model is None:
@@ -111,6 +116,20 @@ def evaluate(
                     + "\n"
                 )
     return result
+
+
+def _saved_option(model_dir: str | Path | None, name: str) -> Any:
+    """Option ``name`` of the config saved with a model (training_config.yaml or config.yaml),
+    None when there is none."""
+    import yaml
+
+    for file in ("training_config.yaml", "config.yaml"):
+        path = Path(model_dir) / file if model_dir is not None else None
+        if path is not None and path.is_file():
+            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if isinstance(saved, dict) and saved.get(name) is not None:
+                return saved[name]
+    return None
 
 
 def trained_prompt_template(model_dir: str | Path | None) -> str:
@@ -202,7 +221,7 @@ def _image_paths(items, data_path: Path) -> list[Path]:
 
 def _encode_benchmark(processor, chunk, prompt: str) -> dict:
     """Left-padded generation inputs for (item, image path) pairs; image before text."""
-    from PIL import Image
+    from stepgrpo_fast.data.images import load_image
 
     texts, images = [], []
     for item, image_path in chunk:
@@ -212,8 +231,7 @@ def _encode_benchmark(processor, chunk, prompt: str) -> dict:
         ]}]
         texts.append(processor.apply_chat_template(messages, tokenize=False,
                                                    add_generation_prompt=True))
-        with Image.open(image_path) as img:
-            images.append(img.convert("RGB"))
+        images.append(load_image(image_path))  # RGB, EXIF upright, alpha onto white
     batch = processor(text=texts, images=images, padding=True, padding_side="left",
                       truncation=False, return_tensors="pt")
     return dict(batch.items())

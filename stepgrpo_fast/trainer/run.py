@@ -232,7 +232,8 @@ def start_run(
         )
     if config.eval_data:
 
-        load_records(config.eval_data)  # a bad eval file must fail now, not after training
+        load_records(config.eval_data, column_map=config.column_map,  # a bad eval file must
+                     min_pixels=config.min_pixels, max_pixels=config.max_pixels)  # fail now
     world = accelerator.num_processes
     per_process_batch = config.per_device_batch_size
     global_batch = per_process_batch * world * config.gradient_accumulation_steps

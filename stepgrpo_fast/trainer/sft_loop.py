@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from stepgrpo_fast.trainer.config import SFTConfig
-from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.records import load_records, record_options
+from stepgrpo_fast.data.checks import replace_unreadable
 from stepgrpo_fast.data.prompts import encode_sft
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes, sum_across_processes
 from stepgrpo_fast.trainer.run import optimizer_step, start_run, to_device
@@ -24,7 +25,7 @@ SFT_CURVE_KEYS = ("loss",)
 def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
     """Token-level NLL on (image, question, reference reasoning); returns a summary dict."""
     # 1. every record is validated (image readable, fields present, response given) up front
-    records = load_records(config.train_data, require_response=True)
+    records = load_records(config.train_data, require_response=True, **record_options(config))
     run = start_run(
         config,
         records,
@@ -34,6 +35,13 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
         resume=resume,
     )
     acc, device = run.accelerator, run.accelerator.device
+    unreadable: set[int] = set()  # records whose images failed to decode: never drawn again
+    skipped = [0]  # records replaced in this step
+
+    def readable(batch):  # a record whose image fails to decode mid-run: replaced, warned
+        batch, replaced = replace_unreadable(batch, run.records, unreadable)
+        skipped[0] += replaced
+        return batch
 
     for step in range(run.start_step, run.total_steps):
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
@@ -45,7 +53,8 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
         micro_inputs = [  # G x input_ids/labels [B, S]
             to_device(
                 encode_sft(
-                    run.processor, run.slice(step, micro)[0], template=config.prompt_template
+                    run.processor, readable(run.slice(step, micro)[0]),
+                    template=config.prompt_template,
                 ),
                 device,
             )
@@ -70,7 +79,9 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
             micro_metrics.append({"loss": loss.item()})
         step_time = time.perf_counter() - t0
         logged = mean_over(micro_metrics)
-        logged.update(grad_norm=grad_norm, tokens_per_s=label_tokens / max(step_time, 1e-9))
+        logged.update(grad_norm=grad_norm, tokens_per_s=label_tokens / max(step_time, 1e-9),
+                      skipped_records=float(skipped[0]))
+        skipped[0] = 0
         logged = reduce_across_processes(acc, logged)
         logged.update(learning_rate=lr, epoch=run.epoch_of(step + 1), step_time=step_time)
         run.after_step(step + 1, logged)

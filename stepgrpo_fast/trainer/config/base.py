@@ -52,6 +52,18 @@ class TrainConfigBase:
     eval_data: str | None = field(
         default=None, metadata={"help": "validated at start; evaluated at the end if eval_at_end"}
     )
+    column_map: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "train_data / eval_data columns for a layout we do not recognise: our field = your column, e.g. --column-map question=query solution=gt image=img key_steps=steps (YAML: a list of field=column or a mapping {question: query}); fields: image, images, question, solution, key_steps, response. docs/data.md"
+        },
+    )
+    skip_bad_records: bool = field(
+        default=False,
+        metadata={
+            "help": "true: records that fail the start checks (fields, image header, size within the processor's limits) are left out with a warning naming them and their count, instead of refusing the run. An image that fails to decode mid-run is always skipped and replaced (metric skipped_records)."
+        },
+    )
     eval_at_end: bool = field(
         default=False, metadata={"help": "greedy evaluation of the final policy on eval_data"}
     )
@@ -235,6 +247,7 @@ class TrainConfigBase:
     # ------------------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ValueError naming the first field whose value is out of range."""
+        self.column_map = _column_map_entries(self.column_map)
         check_types(self)
         choice(self, "dtype", DTYPES)
         choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
@@ -356,6 +369,15 @@ class TrainConfigBase:
 
 # ----------------------------------------------------------------------------------------
 # cross-field checks
+
+
+def _column_map_entries(value: Any) -> Any:
+    """column_map as field=column entries (a YAML mapping accepted), each checked."""
+    from stepgrpo_fast.data.layouts import parse_column_map
+
+    if isinstance(value, dict) or (isinstance(value, list) and value):
+        return [f"{ours}={theirs}" for ours, theirs in parse_column_map(value).items()]
+    return value
 
 
 def _check_lora(cfg: TrainConfigBase) -> None:

@@ -40,7 +40,8 @@ from typing import Any, Callable
 
 from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer.config import StepGRPOConfig
-from stepgrpo_fast.data.records import load_records
+from stepgrpo_fast.data.records import load_records, record_options
+from stepgrpo_fast.data.checks import replace_unreadable, warn_missing_key_steps
 from stepgrpo_fast.data.prompts import encode_prompts
 from stepgrpo_fast.trainer.rl.dynamic_sampling import refill_slice, sample_informative_groups
 from stepgrpo_fast.trainer.rl.episodes import (
@@ -100,7 +101,8 @@ def timed(phases: dict[str, float], key: str):
 def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
     """Online RL with StepRAR + StepRVR rewards and group-relative advantages; returns a summary."""
     # 1. every record validated before any model is loaded
-    records = load_records(config.train_data, require_response=False)
+    records = load_records(config.train_data, require_response=False, **record_options(config))
+    warn_missing_key_steps(records, config.train_data)  # StepRAR is answer-only on those
     if config.repetition_penalty != 1.0:
         warnings.warn(
             f"repetition_penalty={config.repetition_penalty:g}: rollouts are then not sampled from "
@@ -156,6 +158,14 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
         warnings.warn(f"share_prompt: {reason}; using the repeated prompt layout", stacklevel=2)
         share = False
 
+    unreadable: set[int] = set()  # records whose images failed to decode: never drawn again
+    skipped = [0]  # records replaced in this step
+
+    def readable(batch_records, positions=None):  # an image fails to decode: record replaced
+        batch_records, replaced = replace_unreadable(batch_records, run.records, unreadable)
+        skipped[0] += replaced
+        return batch_records if positions is None else (batch_records, positions)
+
     def encode(batch_records):  # input_ids [B, P] (left-padded)
         inputs = encode_prompts(run.processor, batch_records, template=config.prompt_template)
         return to_device(inputs, device)
@@ -204,19 +214,20 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
         # G micro-batches of B prompts x M samples on every process
         for micro in range(G):
             batch_records, positions = run.slice(step, micro)
+            batch_records = readable(batch_records)
             if config.dynamic_sampling:  # 3-4 in rounds: flat groups dropped and refilled
                 sampled = sample_informative_groups(
                     batch_records,
                     positions,
                     generate=generate,
-                    refill=lambda r, pos=positions, step=step: refill_slice(
+                    refill=lambda r, pos=positions, step=step: readable(*refill_slice(
                         run.records,
                         pos,
                         seed=config.seed,
                         step=step,
                         round_index=r,
                         global_batch=run.global_batch,
-                    ),
+                    )),
                     max_rounds=config.dynamic_sampling_max_rounds,
                     encode=lambda recs: repeat_prompt_inputs(
                         encode(recs), M, vision_start_token_id=vision_start
@@ -344,7 +355,9 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             **mean_over(loss_metrics),
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "tokens_per_s": generated_tokens / max(step_time, 1e-9),
+            "skipped_records": float(skipped[0]),  # replaced: an image failed to decode
         }
+        skipped[0] = 0
         logged = reduce_across_processes(acc, logged)
         logged.update(
             learning_rate=lr, epoch=run.epoch_of(step + 1), step_time=step_time, **phases
