@@ -10,7 +10,6 @@ just its step.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -23,11 +22,11 @@ from typing import Any
 import torch
 import yaml
 
-from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer import checkpoint as ckpt
+from stepgrpo_fast.trainer import preemption
 from stepgrpo_fast.trainer.config import TrainConfigBase
 from stepgrpo_fast.data.records import load_records
-from stepgrpo_fast.trainer.evaluate import evaluate
+from stepgrpo_fast.trainer.evaluate import evaluate_run
 from stepgrpo_fast.trainer.logging import RunLogger
 from stepgrpo_fast.trainer.model.loading import resolve_precision
 from stepgrpo_fast.trainer.model import fsdp, sharded_checkpoint as sharded
@@ -63,6 +62,8 @@ class Run:
     grad_scaler: Any = None  # torch.amp.GradScaler for fp16 compute, else None
     last_metrics: dict | None = None
     last_saved: Path | None = None
+    control: Any = None  # preemption.StopControl: signals, timed saves, agreement of ranks
+    step_rng: tuple[int, dict] | None = None  # (step, RNG state when that step began)
 
     def scaled(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to backpropagate: times the fp16 loss scale when there is one."""
@@ -90,8 +91,51 @@ class Run:
             self.logger.log(step, metrics)
         self.logger.advance()
         save_every = self.config.save_steps
-        if (save_every and step % save_every == 0) or step == self.total_steps:
+        agreed = self.control.agree()  # every rank, after every optimizer step
+        if agreed.failed:
+            self.control.raise_failures(None)
+        if (
+            (save_every and step % save_every == 0)
+            or step == self.total_steps
+            or agreed.save_due
+            or agreed.signum
+        ):
             self.save(step)
+        if agreed.signum:
+            self._preempted(step, agreed.signum)
+        self.control.phase = "local"
+
+    def stop_point(self, step: int, next_phase: str = "local") -> None:
+        """Called by every rank before each rollout and before the update of ``step`` (steps
+        done so far): on an agreed signal the step's work is abandoned (no weight has moved),
+        the checkpoint of ``step`` is written and :class:`preemption.Preempted` raised.
+        next_phase "local": no collective runs until the next stop point."""
+        if self.step_rng is None or self.step_rng[0] != step:
+            self.step_rng = (step, ckpt.capture_rng_state())
+        agreed = self.control.agree()
+        if agreed.failed:
+            self.control.raise_failures(None)
+        if agreed.signum:
+            ckpt.restore_rng_state(self.step_rng[1])  # as the step found it: exact resume
+            saved = self.last_saved is not None and self.last_saved.name == f"{ckpt.PREFIX}{step}"
+            if step > 0 and not saved:
+                self.save(step)
+            self._preempted(step, agreed.signum)
+        self.control.phase = next_phase
+
+    def _preempted(self, step: int, signum: int) -> None:
+        """Close the logs, print the one line, raise Preempted (exit status 128 + signum)."""
+        self.control.restore()
+        self.logger.close()
+        checkpoint = self.last_saved if step > 0 else None
+        where = f"{checkpoint} holds step {step}" if checkpoint else "no step had completed"
+        exc = preemption.Preempted(signum, step, checkpoint)
+        preemption.announce(
+            f"{exc.signal_name} received: stopped after step {step}/{self.total_steps}; {where}; "
+            f"continue with --resume; exit status {exc.code}",
+            enabled=self.accelerator.is_main_process,
+        )
+        raise exc
 
     def save(self, step: int) -> Path:
         acc = self.accelerator
@@ -130,10 +174,13 @@ class Run:
             barrier=acc.wait_for_everyone,
             write_shards=write_shards,
         )
+        self.control.saved()
         return self.last_saved
 
     def finish(self) -> dict[str, Any]:
         acc = self.accelerator
+        self.control.restore()  # a signal from here on ends the process the usual way
+        self.control.phase = "collective"
         final_dir = Path(self.config.output_dir) / FINAL_MODEL_DIR
         gathered = sharded.final_weights(self)  # fsdp: the full weights (collective), else None
         if acc.is_main_process and self.last_saved is not None:
@@ -154,7 +201,7 @@ class Run:
             shutil.rmtree(final_dir, ignore_errors=True)
             tmp.rename(final_dir)
         cfg = self.config
-        eval_result = self.evaluate() if cfg.eval_data and cfg.eval_at_end else None
+        eval_result = self.evaluate() if cfg.eval_data and cfg.eval_at_end else None  # all ranks
         acc.wait_for_everyone()
         curve = self.logger.close()
         return {
@@ -169,30 +216,10 @@ class Run:
         }
 
     def evaluate(self) -> dict[str, float] | None:
-        """Greedy evaluation of the final policy on eval_data (main process; eval_results.json)."""
-
-        if not self.accelerator.is_main_process:
-            return None
-        cfg = self.config
-        # the HF model (LoRA layers inside under use_peft): generate() must see the neutral
-        # generation config the rollout code sets on it, not a PeftModel attribute
-        model = unwrap_model(self.accelerator.unwrap_model(self.objective).model)
-        with self.precision.autocast():  # fp32 masters: evaluate in the compute dtype
-            result = evaluate(
-                cfg.output_dir,
-                cfg.eval_data,
-                model=model,
-                processor=self.processor,
-                batch_size=cfg.eval_batch_size,
-                max_new_tokens=cfg.eval_max_new_tokens,
-                reward_mode=getattr(cfg, "reward_mode", "paper"),
-                alpha=getattr(cfg, "alpha", 0.1),
-                reward_weights=getattr(cfg, "reward_weights", (1.0, 1.0)),
-                limit=cfg.eval_limit or None,
-                predictions_path=Path(cfg.output_dir) / "eval_predictions.jsonl",
-            )
-        (Path(cfg.output_dir) / "eval_results.json").write_text(json.dumps(result, indent=2))
-        return result
+        """Greedy evaluation of the final policy on eval_data: every rank generates its share,
+        the results are gathered (evaluate.evaluate_run; eval_results.json)."""
+        with fsdp.unsharded(self.objective):  # fsdp: every unit gathered once for generate
+            return evaluate_run(self)
 
 
 def start_run(
@@ -205,15 +232,18 @@ def start_run(
     resume: bool | str | None,
 ) -> Run:
     """Accelerator, model, optimizer, schedule, resume state and logger for either loop."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_scheduler
+    from datetime import timedelta
 
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from transformers import get_scheduler
 
     refuse_deepspeed(None)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # CPU: MULTI_CPU over gloo
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        # every collective of the run gives up after ddp_timeout (HF TrainingArguments' name)
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=config.ddp_timeout))],
     )
     refuse_deepspeed(accelerator)  # (a CPU Accelerator would silently run a ZeRO config as DDP)
     set_seed(config.seed)
@@ -309,7 +339,14 @@ def start_run(
         bar_keys=tuple(bar_keys),
         curve_keys=tuple(curve_keys),
     )
+    control = preemption.StopControl(
+        config.save_on_signals,
+        save_minutes=config.save_minutes,
+        num_processes=accelerator.num_processes,
+        device=accelerator.device,
+    )
     accelerator.wait_for_everyone()
+    preemption.activate(control).phase = "local"  # no collective until the loop's first stop point
     return Run(
         config,
         accelerator,
@@ -327,6 +364,7 @@ def start_run(
         precision=precision,
         grad_scaler=grad_scaler,
         last_saved=resume_from,
+        control=control,
     )
 
 

@@ -15,6 +15,7 @@ from stepgrpo_fast.trainer.config import SFTConfig
 from stepgrpo_fast.data.records import load_records, record_options
 from stepgrpo_fast.data.checks import replace_unreadable
 from stepgrpo_fast.data.prompts import encode_sft
+from stepgrpo_fast.trainer.preemption import preemptible
 from stepgrpo_fast.trainer.metrics import mean_over, reduce_across_processes, sum_across_processes
 from stepgrpo_fast.trainer.run import optimizer_step, start_run, to_device
 
@@ -22,6 +23,7 @@ SFT_BAR_KEYS = ("loss", "step_time")
 SFT_CURVE_KEYS = ("loss",)
 
 
+@preemptible  # signals: checkpoint + exit at the run's stop points (trainer/preemption.py)
 def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
     """Token-level NLL on (image, question, reference reasoning); returns a summary dict."""
     # 1. every record is validated (image readable, fields present, response given) up front
@@ -42,8 +44,16 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
         batch, replaced = replace_unreadable(batch, run.records, unreadable)
         skipped[0] += replaced
         return batch
+    unreadable: set[int] = set()  # records whose images failed to decode: never drawn again
+    skipped = [0]  # records replaced in this step
+
+    def readable(batch):  # a record whose image fails to decode mid-run: replaced, warned
+        batch, replaced = replace_unreadable(batch, run.records, unreadable)
+        skipped[0] += replaced
+        return batch
 
     for step in range(run.start_step, run.total_steps):
+        run.stop_point(step, next_phase="collective")  # a signal so far: checkpoint, exit
         t0, lr = time.perf_counter(), run.scheduler.get_last_lr()[0]
         micro_metrics: list[dict[str, float]] = []
         # 2. G micro-batches of B examples on every process; one optimizer step after the last.

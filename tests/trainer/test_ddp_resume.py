@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from subprocess_env import ROOT, free_port, kill_at_checkpoint, subprocess_env, train_commands
+from test_data_order import ORDER_LOG, RECORD_ORDER, assert_epochs_cover_records, read_order
 
 TIME_KEYS = {"step_time", "tokens_per_s"}
 TOTAL_STEPS = 4  # 8 records / (2 processes x 2 prompts): 2 steps per epoch, the resume starts epoch 2
@@ -17,22 +18,32 @@ KILL_AFTER = 2
 
 def _metrics(out):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
+            for r in rows]
 
 
-def test_two_process_kill_then_resume_is_bit_identical(tmp_path, tiny_ckpt, tiny_rl_config):
+def test_two_process_kill_then_resume_is_bit_identical(tmp_path, tiny_ckpt, tiny_rl_config,
+                                                       synthetic_data, monkeypatch):
+    from stepgrpo_fast.data.records import load_records
+
     config = tmp_path / "rl.yaml"
     tiny_rl_config(  # output_dir and per_device_batch_size: set on the command line
         tmp_path, max_steps=TOTAL_STEPS, max_new_tokens=8, learning_rate=1e-3, beta=0.04,
         save_steps=1, save_total_limit=0, sample_log_steps=1, seed=5,
-        extra_reward_funcs=["test_stepgrpo:digit_share"], extra_reward_weights=[1.0],
+        extra_reward_funcs=["test_stepgrpo:digit_share", RECORD_ORDER],
+        extra_reward_weights=[1.0, 1.0],
     ).to_yaml(config)
+    logs = {name: tmp_path / f"order_{name}" for name in ("straight", "killed", "resumed")}
+    for log in logs.values():
+        log.mkdir()
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _, straight_cmd = train_commands(config, tmp_path / "unused", straight)
     _, killed_cmd = train_commands(config, tmp_path / "unused", killed)
 
+    monkeypatch.setenv(ORDER_LOG, str(logs["straight"]))
     reference = subprocess.Popen(straight_cmd, env=subprocess_env(), cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    monkeypatch.setenv(ORDER_LOG, str(logs["killed"]))
     kill_at_checkpoint(killed_cmd, killed, KILL_AFTER)
     assert not (killed / f"checkpoint-{TOTAL_STEPS}").exists()
     ckpt = killed / f"checkpoint-{KILL_AFTER}"
@@ -41,6 +52,7 @@ def test_two_process_kill_then_resume_is_bit_identical(tmp_path, tiny_ckpt, tiny
 
     _, resume_cmd = train_commands(config, tmp_path / "unused", killed)
     resume_cmd[resume_cmd.index("--main_process_port") + 1] = str(free_port())
+    monkeypatch.setenv(ORDER_LOG, str(logs["resumed"]))
     resumed = subprocess.run([*resume_cmd, "--resume"], env=subprocess_env(), cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -60,9 +72,22 @@ def test_two_process_kill_then_resume_is_bit_identical(tmp_path, tiny_ckpt, tiny
     opt_b = torch.load(killed / f"checkpoint-{TOTAL_STEPS}" / "optimizer.pt", weights_only=True)
     for i, state in opt_a["state"].items():
         assert all(torch.equal(state[k], opt_b["state"][i][k]) for k in state)
-    assert _metrics(killed) == _metrics(straight)
+    for got, want in zip(_metrics(killed), _metrics(straight), strict=True):
+        diff = {k: (got.get(k), want.get(k)) for k in got.keys() | want.keys()
+                if got.get(k) != want.get(k)}
+        assert not diff, f"step {want['step']}: resumed vs uninterrupted {diff}"
     assert [r["step"] for r in _metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
     assert (killed / "samples.jsonl").read_text() == (straight / "samples.jsonl").read_text()
+
+    # the data order: the two ranks split each step, every epoch covers the 8 records once,
+    # and the resumed run saw exactly what the uninterrupted one saw from its start step on
+    records = load_records(synthetic_data["rl"], require_response=False)
+    ranks = [read_order(logs["straight"], 2, records, rank) for rank in (0, 1)]
+    assert [len(r) for r in ranks] == [TOTAL_STEPS, TOTAL_STEPS]
+    assert_epochs_cover_records([a + b for a, b in zip(*ranks)], steps_per_epoch=2, n=8)
+    for rank in (0, 1):
+        after = read_order(logs["resumed"], 2, records, rank)
+        assert after == ranks[rank][summary["start_step"]:]
 
 
 def _save_and_restore_rng(rank, world, port, root):

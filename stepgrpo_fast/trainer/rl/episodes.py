@@ -11,8 +11,10 @@ Rows are prompt-major: rows i*M .. i*M+M-1 are the M completions of prompt i (on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 import importlib
+import inspect
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -45,8 +47,8 @@ class Episodes:
             "key_step_match": self.key_step_match.mean().item(),
             "group_reward_std": group_std.mean().item(),
             "frac_flat_groups": (group_std == 0).float().mean().item(),
-            **{
-                f"reward_{name}": values.mean().item()
+            **{  # None (NaN) values left out, as TRL 1.16 logs them
+                f"reward_{name}": values.nanmean().item()
                 for name, values in (self.extra or {}).items()
             },
         }
@@ -69,6 +71,62 @@ class Episodes:
 
 
 ExtraReward = tuple[str, Callable[..., Sequence[float]], float]
+
+
+class RewardFunctionError(RuntimeError):
+    """An extra reward function raised; the message names it and the records it scored."""
+
+
+@dataclass(frozen=True)
+class RewardTrainerState:
+    """What a reward function gets as ``trainer_state`` (the attributes of TRL's TrainerState
+    that a reward reads): optimizer steps done, the run's total, the epoch so far."""
+
+    global_step: int
+    max_steps: int
+    epoch: float
+
+
+def call_reward(
+    name: str, fn: Callable[..., Sequence[Any]], records: Sequence[Any], n: int, **kwargs: Any
+) -> torch.Tensor:
+    """``fn`` on TRL's contract -> float32 [n], None -> NaN.
+
+    kwargs: prompts, completions, completion_ids, trainer_state (and anything else); every field
+    of the row's record (question, solution, key_steps, image_path, source, ...) is added as a
+    list of n. A function without ``**kwargs`` gets only the arguments it names. An exception
+    becomes :class:`RewardFunctionError` naming the function and the records.
+    """
+    first = records[0]
+    names = ([f.name for f in dataclasses.fields(first)] if dataclasses.is_dataclass(first)
+             else [k for k in vars(first) if not k.startswith("_")])
+    columns = {name: [getattr(r, name) for r in records] for name in names}
+    given = {**columns, **kwargs}
+    try:
+        params = inspect.signature(fn).parameters.values()
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            given = {p.name: given[p.name] for p in params if p.name in given}
+    except (TypeError, ValueError):  # no signature (a builtin): pass everything
+        pass
+    try:
+        values = list(fn(**given))
+    except Exception as exc:
+        sources = ", ".join(dict.fromkeys(str(getattr(r, "source", "?")) for r in records))
+        where = getattr(fn, "__module__", "?") + ":" + getattr(fn, "__qualname__", name)
+        state = kwargs.get("trainer_state")
+        at = f" at step {state.global_step}" if state is not None else ""
+        raise RewardFunctionError(
+            f"extra reward {name!r} ({where}) raised{at} on the records {sources}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if len(values) != n:
+        raise ValueError(f"extra reward {name!r} returned {len(values)} values for {n} completions")
+    try:
+        return torch.tensor([float("nan") if v is None else float(v) for v in values],
+                            dtype=torch.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"extra reward {name!r} returned a value that is neither a number nor "
+                         f"None ({exc})") from None
 
 
 def load_reward_function(spec: str) -> Callable[..., Sequence[float]]:
@@ -141,12 +199,18 @@ def build_episodes(
     advantage_scale: str = "group",
     extra_rewards: Sequence[ExtraReward] = (),
     aggregation: str = "sum_then_normalize",
+    prompts: Sequence[str] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    trainer_state: RewardTrainerState | None = None,
 ) -> Episodes:
     """Score N = B*M completions against their prompts' records and compute advantages.
 
     records: one per prompt (B of them; each has .solution and .key_steps) or one per row (N).
-    extra_rewards: (name, fn, weight) added to the reward; fn gets completions=, solution=,
-                   key_steps=, question= (lists of N) and returns N floats.
+    extra_rewards: (name, fn, weight) added to the reward, on TRL's contract (:func:`call_reward`):
+                   fn(prompts=, completions=, completion_ids=, trainer_state=, every record
+                   field as a list of N) -> N floats or None; None is NaN: left out of the
+                   reward sum (nansum), the group statistics and the logged mean, as TRL 1.16.
+    prompts / completion_ids: one per prompt (B) or per row (N); passed to extra rewards.
     aggregation:   "sum_then_normalize" (advantages of the weighted sum) or "normalize_then_sum"
                    (GDPO, TRL 1.16's multi_objective_aggregation): ``advantages`` is then the
                    weighted sum of group-normalised rewards, before the batch-wide normalisation
@@ -177,20 +241,15 @@ def build_episodes(
     reward = w_acc * parts["reward_accuracy"] + w_val * parts["reward_validity"]  # [N]
     weighted = [(w_acc, parts["reward_accuracy"]), (w_val, parts["reward_validity"])]
     extra: dict[str, torch.Tensor] = {}
+    if prompts is not None and len(prompts) == n // num_generations:
+        prompts = [p for p in prompts for _ in range(num_generations)]
     for name, fn, weight in extra_rewards:
-        values = fn(
-            completions=list(texts),
-            solution=[r.solution for r in records],
-            key_steps=[r.key_steps for r in records],
-            question=[r.question for r in records],
+        values = call_reward(
+            name, fn, records, n, prompts=list(prompts) if prompts is not None else None,
+            completions=list(texts), completion_ids=completion_ids, trainer_state=trainer_state,
         )
-        values = torch.tensor([float(v) for v in values], dtype=torch.float32)
-        if values.shape != (n,):
-            raise ValueError(
-                f"extra reward {name!r} returned {values.numel()} values for {n} completions"
-            )
         extra[name] = values
-        reward = reward + weight * values
+        reward = reward + torch.nan_to_num(weight * values, nan=0.0)  # TRL's nansum
         weighted.append((weight, values))
     if aggregation == "sum_then_normalize":
         advantages = group_advantages(reward, num_generations, scale=advantage_scale).float()
