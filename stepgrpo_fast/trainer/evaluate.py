@@ -33,7 +33,6 @@ def evaluate(
     processor: Any = None,
     prompt_template: str | None = None,
     column_map: Any = None,
-    column_map: Any = None,
     rank: int = 0,
     num_processes: int = 1,
     gather_objects: Callable[[Any], list] | None = None,
@@ -46,8 +45,6 @@ def evaluate(
     predictions_path: optional JSONL with one {"source", "question", "solution", "completion",
     ...reward components} per record. prompt_template: "default" | "r1vl" (data.user_text);
     None: the one the model was trained with (:func:`trained_prompt_template` of ``model_dir``).
-    column_map: the data's columns for our fields (data/layouts.py); None: the one saved with
-    the model (``model_dir``'s training_config.yaml / config.yaml), if any.
     column_map: the data's columns for our fields (data/layouts.py); None: the one saved with
     the model (``model_dir``'s training_config.yaml / config.yaml), if any.
     rank / num_processes / gather_objects: evaluation shared by the processes of a run: rank r
@@ -172,20 +169,6 @@ def evaluate_run(run: Any) -> dict[str, float]:
     if acc.is_main_process:
         (Path(cfg.output_dir) / "eval_results.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _saved_option(model_dir: str | Path | None, name: str) -> Any:
-    """Option ``name`` of the config saved with a model (training_config.yaml or config.yaml),
-    None when there is none."""
-    import yaml
-
-    for file in ("training_config.yaml", "config.yaml"):
-        path = Path(model_dir) / file if model_dir is not None else None
-        if path is not None and path.is_file():
-            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if isinstance(saved, dict) and saved.get(name) is not None:
-                return saved[name]
-    return None
 
 
 def _saved_option(model_dir: str | Path | None, name: str) -> Any:

@@ -201,7 +201,8 @@ class Run:
             shutil.rmtree(final_dir, ignore_errors=True)
             tmp.rename(final_dir)
         cfg = self.config
-        eval_result = self.evaluate() if cfg.eval_data and cfg.eval_at_end else None  # all ranks
+        with fsdp.unsharded(self.objective):  # fsdp: every rank gathers the weights for generate
+            eval_result = self.evaluate() if cfg.eval_data and cfg.eval_at_end else None  # all ranks
         acc.wait_for_everyone()
         curve = self.logger.close()
         return {
@@ -218,8 +219,7 @@ class Run:
     def evaluate(self) -> dict[str, float] | None:
         """Greedy evaluation of the final policy on eval_data: every rank generates its share,
         the results are gathered (evaluate.evaluate_run; eval_results.json)."""
-        with fsdp.unsharded(self.objective):  # fsdp: every unit gathered once for generate
-            return evaluate_run(self)
+        return evaluate_run(self)
 
 
 def start_run(

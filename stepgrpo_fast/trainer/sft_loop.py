@@ -44,13 +44,6 @@ def run_sft(config: SFTConfig, *, resume: bool | str | None = None) -> dict[str,
         batch, replaced = replace_unreadable(batch, run.records, unreadable)
         skipped[0] += replaced
         return batch
-    unreadable: set[int] = set()  # records whose images failed to decode: never drawn again
-    skipped = [0]  # records replaced in this step
-
-    def readable(batch):  # a record whose image fails to decode mid-run: replaced, warned
-        batch, replaced = replace_unreadable(batch, run.records, unreadable)
-        skipped[0] += replaced
-        return batch
 
     for step in range(run.start_step, run.total_steps):
         run.stop_point(step, next_phase="collective")  # a signal so far: checkpoint, exit

@@ -239,6 +239,22 @@ class TrainConfigBase:
         default=True, metadata={"help": "show a progress bar on the main process"}
     )
 
+    # --- preemption and long runs (trainer/preemption.py; docs/training.md) ------------------
+    save_on_signals: list[str] = field(
+        default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"],
+        metadata={
+            "help": "signals that make every rank checkpoint the last completed step and exit with status 128 + the signal number (143 for SIGTERM); of SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP; [] = the default handlers"
+        },
+    )
+    save_minutes: float = field(
+        default=0.0,
+        metadata={"help": "also checkpoint every N minutes of wall time, next to save_steps (0 = off)"},
+    )
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "seconds a collective may wait before the process group gives up (HF TrainingArguments' name)"},
+    )
+
     KIND: ClassVar[str] = "base"
 
     def __post_init__(self) -> None:
@@ -291,6 +307,7 @@ class TrainConfigBase:
                     f"train_only entry {pattern!r} is not a valid regex ({exc})"
                 ) from None
         _check_lora(self)
+        _check_preemption(self)
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_epochs > 0")
         for name in ("adam_beta1", "adam_beta2"):
@@ -369,6 +386,23 @@ class TrainConfigBase:
 
 # ----------------------------------------------------------------------------------------
 # cross-field checks
+
+
+def _column_map_entries(value: Any) -> Any:
+    """column_map as field=column entries (a YAML mapping accepted), each checked."""
+    from stepgrpo_fast.data.layouts import parse_column_map
+
+    if isinstance(value, dict) or (isinstance(value, list) and value):
+        return [f"{ours}={theirs}" for ours, theirs in parse_column_map(value).items()]
+    return value
+
+
+def _check_preemption(cfg: TrainConfigBase) -> None:
+    from stepgrpo_fast.trainer.preemption import check_signal_names
+
+    check_signal_names(cfg.save_on_signals)
+    non_negative(cfg, "save_minutes")
+    positive(cfg, "ddp_timeout")
 
 
 def _column_map_entries(value: Any) -> Any:

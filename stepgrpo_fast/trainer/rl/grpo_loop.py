@@ -42,9 +42,11 @@ from stepgrpo_fast.lm_head import unwrap_model
 from stepgrpo_fast.trainer.config import StepGRPOConfig
 from stepgrpo_fast.data.records import load_records, record_options
 from stepgrpo_fast.data.checks import replace_unreadable, warn_missing_key_steps
-from stepgrpo_fast.data.prompts import encode_prompts
+from stepgrpo_fast.data.prompts import encode_prompts, user_text
 from stepgrpo_fast.trainer.rl.dynamic_sampling import refill_slice, sample_informative_groups
+from stepgrpo_fast.trainer.preemption import preemptible, rollout_stop_criteria
 from stepgrpo_fast.trainer.rl.episodes import (
+    RewardTrainerState,
     build_episodes,
     global_batch_advantages,
     global_batch_normalize,
@@ -98,6 +100,7 @@ def timed(phases: dict[str, float], key: str):
         phases[key] += time.perf_counter() - start
 
 
+@preemptible  # signals: checkpoint + exit at the run's stop points (trainer/preemption.py)
 def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) -> dict[str, Any]:
     """Online RL with StepRAR + StepRVR rewards and group-relative advantages; returns a summary."""
     # 1. every record validated before any model is loaded
@@ -157,6 +160,7 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
     if reason is not None:  # one notice line, never a silently different computation
         warnings.warn(f"share_prompt: {reason}; using the repeated prompt layout", stacklevel=2)
         share = False
+    stop_on_signal = rollout_stop_criteria(run.control)  # a signal cuts a rollout short
 
     unreadable: set[int] = set()  # records whose images failed to decode: never drawn again
     skipped = [0]  # records replaced in this step
@@ -194,6 +198,7 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                     vision_start_token_id=vision_start,
                     repetition_penalty=config.repetition_penalty,
                     share_prompt=share,
+                    stopping_criteria=stop_on_signal,
                 )
             # 4. rewards r = w_acc * StepRAR + w_val * StepRVR  ->  group-relative advantages [N]
             rewards_start = time.perf_counter()
@@ -207,12 +212,19 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                 advantage_scale=config.advantage_scale,
                 extra_rewards=extra_rewards,
                 aggregation=config.multi_objective_aggregation,
+                prompts=[user_text(r, config.prompt_template) for r in batch_records],
+                completion_ids=[
+                    row[: int(n)].tolist()
+                    for row, n in zip(rollout.completion_ids, rollout.completion_lengths)
+                ],
+                trainer_state=RewardTrainerState(step, run.total_steps, run.epoch_of(step)),
             )
             phases["time_rewards"] += time.perf_counter() - rewards_start
             return rollout, episodes
 
         # G micro-batches of B prompts x M samples on every process
         for micro in range(G):
+            run.stop_point(step)  # a signal so far: abandon the step, checkpoint, exit
             batch_records, positions = run.slice(step, micro)
             batch_records = readable(batch_records)
             if config.dynamic_sampling:  # 3-4 in rounds: flat groups dropped and refilled
@@ -295,6 +307,8 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
             micro_episodes.append(episodes)
             if micro == 0:
                 first_prompt = (batch_records[0], rollout.texts[:M])
+
+        run.stop_point(step, next_phase="collective")  # last exit before the weights move
 
         # 4b. advantage_scale "batch": one reward std over the whole global batch (all G
         #     micro-batches, all processes), as TRL's scale_rewards="batch"

@@ -251,10 +251,18 @@ def _filter_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every id that ends a completion: the generation config's eos ids plus the tokenizer's."""
+    """Every id that ends a completion: the generation config's eos ids, the tokenizer's, and the
+    chat template's end-of-turn token (<|im_end|>, what SFT labels end with), which a base
+    release's generation_config (<|endoftext|> only) does not list."""
+    from stepgrpo_fast.data.prompts import end_of_turn_id
+
     ids: list[int] = []
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (gen_eos, getattr(tokenizer, "eos_token_id", None)):
+    try:
+        end_of_turn = end_of_turn_id(tokenizer)
+    except ValueError:  # neither <|im_end|> nor an eos token: the check below names it
+        end_of_turn = None
+    for value in (gen_eos, getattr(tokenizer, "eos_token_id", None), end_of_turn):
         if value is None:
             continue
         for v in value if isinstance(value, (list, tuple)) else [value]:
@@ -299,6 +307,7 @@ def generate_rollouts(
     vision_start_token_id: int | None = None,
     suppress_token_ids: Sequence[int] | None = None,
     repetition_penalty: float = 1.0,
+    stopping_criteria: Sequence[Any] = (),
     share_prompt: bool = False,
 ) -> Rollout:
     """Generate ``num_generations`` completions for each of the B prompts in ``prompt_inputs``.
@@ -311,12 +320,13 @@ def generate_rollouts(
                    tokens (a sampled placeholder would break the next forward's image-feature count)
     repetition_penalty: HF's CTRL-style penalty, 1.0 = off. Sampling then no longer follows the
                    policy the loss scores; the trainer warns when it is configured.
+    stopping_criteria: extra transformers StoppingCriteria (the trainer's: stop on a signal).
     share_prompt:  prefill each prompt (vision tower included) once and expand its KV cache to
                    its num_generations rows (rl/shared_prompt.py); the same completions as the
                    repeated prefill. Falls back to it where the shared one is not exact.
     The checkpoint's generation_config.json is ignored except for its special-token ids.
     """
-    from transformers import GenerationConfig, LogitsProcessorList
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     inputs = repeat_prompt_inputs(
         prompt_inputs, num_generations, vision_start_token_id=vision_start_token_id
@@ -364,7 +374,8 @@ def generate_rollouts(
             gen_inputs = shared or inputs
         with neutral_generation_config(model):
             out = model.generate(
-                **gen_inputs, generation_config=gen_config, logits_processor=processors
+                **gen_inputs, generation_config=gen_config, logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList(stopping_criteria),
             )
     finally:
         model.train(was_training)
