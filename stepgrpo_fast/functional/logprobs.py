@@ -68,33 +68,40 @@ class LinearLogprobsTorch(torch.autograd.Function):
 
 
 class LinearLogprobsTriton(torch.autograd.Function):
-    """Triton kernels (GPU, or the CPU interpreter); hidden [N,H], targets [N].
+    """Triton path (GPU, or the CPU interpreter); hidden [N,H], targets [N].
 
-    ``block_sizes``: None (autotuned on GPU, large tiles in the interpreter) or a dict of
-    launcher tile options (BLOCK_N, BLOCK_V, BLOCK_H, V_SPLIT, num_warps, num_stages).
+    Without any input needing a gradient: the fused forward kernel (no [C, V] buffer). With
+    one: the chunked GEMM + row-pass forward, and its backward (ops/linear_logprobs.py).
+    ``options``: None, or a dict of fused-kernel tile options (BLOCK_N, BLOCK_V, BLOCK_H,
+    V_SPLIT, num_warps, num_stages) and/or ``budget_bytes`` (the chunks' [C, V] budget).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, bias, temperature, return_entropy, block_sizes):
-        from ..ops.linear_logprobs import linear_logprobs_forward_triton
+    def forward(ctx, hidden, weight, targets, bias, temperature, return_entropy, options):
+        from ..ops import linear_logprobs as ops
 
-        logp, entropy, lse = linear_logprobs_forward_triton(
-            hidden, weight, targets, bias, temperature, return_entropy, **(block_sizes or {}))
+        options = dict(options or {})
+        budget = options.pop("budget_bytes", None)
+        if any(ctx.needs_input_grad[:4]):
+            logp, entropy, lse = ops.linear_logprobs_forward_chunks(
+                hidden, weight, targets, bias, temperature, return_entropy, budget_bytes=budget)
+        else:
+            logp, entropy, lse = ops.linear_logprobs_forward_triton(
+                hidden, weight, targets, bias, temperature, return_entropy, **options)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(hidden, weight, targets, bias, lse, entropy)
-        ctx.temperature, ctx.block_sizes = temperature, block_sizes
+        ctx.temperature, ctx.budget = temperature, budget
         return (logp, entropy) if return_entropy else logp
 
     @staticmethod
     def backward(ctx, grad_logp, grad_entropy=None):
-        from ..ops.linear_logprobs import linear_logprobs_backward_triton
+        from ..ops.linear_logprobs import linear_logprobs_backward_chunks
 
         hidden, weight, targets, bias, lse, entropy = ctx.saved_tensors
         need_h, need_w, _, need_b = ctx.needs_input_grad[:4]
-        dh, dw, db = linear_logprobs_backward_triton(
+        dh, dw, db = linear_logprobs_backward_chunks(
             hidden, weight, targets, bias, ctx.temperature, lse, entropy, grad_logp, grad_entropy,
-            need_hidden=need_h, need_weight=need_w, need_bias=need_b,
-            **(ctx.block_sizes or {}))
+            need_hidden=need_h, need_weight=need_w, need_bias=need_b, budget_bytes=ctx.budget)
         return dh, dw, None, db, None, None, None
 
 

@@ -16,7 +16,8 @@
 4. Compile for GPUTarget("cuda", arch, 32) in a process pool (2 workers; Triton's on-disk cache,
    TRITON_CACHE_DIR, makes re-runs fast), then read the cubin with Triton's bundled cuobjdump
    (REG, LOCAL and STACK = spills, static SHARED), the metadata (dynamic shared bytes, warps,
-   stages) and the PTX (tensor cores: "wgmma.mma_async" on sm_90, "mma.sync.aligned" on sm_80).
+   stages) and the PTX (tensor cores: "wgmma.mma_async" on sm_90, "mma.sync.aligned" on sm_80;
+   atomics: atom.* / red.* instructions, fenced = with an acquire / release order).
 
 Must run with TRITON_INTERPRET unset (interpreted kernels cannot be compiled); tests run it in a
 subprocess (``run_subprocess``) since tests/conftest.py turns the interpreter on.
@@ -148,6 +149,20 @@ def parse_resource_usage(text: str) -> dict:
     return {name: int(value) for name, value in fields}
 
 
+ATOMIC_PTX = re.compile(r"^\s*(?:@!?%p\d+\s+)?(atom|red)\.([\w.]+)", re.MULTILINE)
+FENCED_ORDERS = ("acq_rel", "acquire", "release", "sc")
+
+
+def count_atomics(ptx: str) -> tuple[int, int]:
+    """(atomic instructions, fenced ones) in a PTX listing: ``atom.*`` / ``red.*`` instructions
+    (predicated or not), and those of them carrying an acquire / release / acq_rel / sc memory
+    order (Triton's default ``sem="acq_rel"`` emits e.g. ``atom.global.gpu.acq_rel.add.f32``;
+    ``sem="relaxed"`` a ``red.global.gpu.relaxed.add.f32``)."""
+    found = ATOMIC_PTX.findall(ptx)
+    fenced = sum(any(order in qual.split(".") for order in FENCED_ORDERS) for _, qual in found)
+    return len(found), fenced
+
+
 def compile_job(job: CompileJob) -> dict:
     """Compile one job and measure it; never raises (errors land in the "error" field)."""
     import triton
@@ -178,6 +193,7 @@ def compile_job(job: CompileJob) -> dict:
         num_warps=int(kernel.metadata.num_warps), num_stages=int(kernel.metadata.num_stages),
         wgmma="wgmma.mma_async" in ptx, mma_sync="mma.sync.aligned" in ptx,
         tensor_cores=TENSOR_CORE_PTX[job.arch] in ptx)
+    out["atomics"], out["fenced_atomics"] = count_atomics(ptx)
     return out
 
 
@@ -230,7 +246,8 @@ def problems(report: dict) -> list[str]:
     """Every violation, per compiled binary, of: it compiles; no register spills (cuobjdump LOCAL
     0 and STACK 0); shared memory within the architecture's limit -- autotune tiles included,
     so no GPU ever has to skip one; tl.dot-heavy kernels use tensor cores for bf16 / fp16 / TF32
-    inputs."""
+    inputs; a tensor-core (tl.dot) kernel has no atomic instruction in its PTX (a report
+    without the atomics count -- made before it existed -- is flagged too)."""
     out = []
     for r in report["results"]:
         name = binary_key(r)
@@ -243,6 +260,11 @@ def problems(report: dict) -> list[str]:
             out.append(f"{name}: shared memory {r['shared']} B > {r['shared_limit']} B")
         if r["matmul"] and r["dtype"] in HALF_OR_TF32 and not r["tensor_cores"]:
             out.append(f"{name}: no {TENSOR_CORE_PTX[r['arch']]} in the PTX")
+        if r["matmul"] and r.get("atomics") is None:
+            out.append(f"{name}: no atomics count in the report (rebuild it)")
+        elif r["matmul"] and r["atomics"]:
+            out.append(f"{name}: {r['atomics']} atomic instruction(s) in a tensor-core kernel "
+                       f"({r.get('fenced_atomics', '?')} fenced)")
     return out
 
 

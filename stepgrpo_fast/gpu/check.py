@@ -111,8 +111,9 @@ def write_report(out: Path, info: dict, tests: dict | None, rows: list[dict] | N
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in PEAK_BF16_TFLOPS)
         lines += ["## Forward + backward timings", "",
                   ("TFLOP/s count the GEMM FLOPs 6NHV (logits 2NHV + dH 2NHV + dW 2NHV) for every "
-                  "provider; `executed` counts what `ours` runs, 8NHV (it recomputes the logits "
-                  f"in backward). % of the dense bf16 peak ({peaks} TFLOP/s). Cases and "
+                  "provider; `executed` counts what `ours` runs: 8NHV for linear_logprobs (it "
+                  "recomputes the logits in backward), 6NHV for linear_grpo_loss (gradients "
+                  f"formed in the forward). % of the dense bf16 peak ({peaks} TFLOP/s). Cases and "
                   "providers: the benchmark harness's (`stepgrpo bench`)."), "",
                   markdown_table(rows), ""]
     (out / "report.md").write_text("\n".join(lines))

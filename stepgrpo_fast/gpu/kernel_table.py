@@ -8,9 +8,12 @@ memory, warps, tensor cores.
 
 Rows group the binaries of one (dtype, tiles, warps, stages) over their flag variants (bias,
 entropy, ... -- the "binaries" column counts them) and show the worst case: max registers, max
-spill bytes, max shared memory; ``--full`` prints one row per binary instead.
-Lists every failed check of aot.problems (spills, shared memory, tensor cores) after the tables;
-exit status 1 for them only with --strict.
+spill bytes, max shared memory, max atomics; ``--full`` prints one row per binary instead.
+Columns ``atomics`` / ``fenced atomics``: atom.* / red.* instructions in the PTX, and those with
+an acquire / release memory order (aot.count_atomics; "?" for a report made before they were
+counted). Lists every failed check of aot.problems (spills, shared memory, tensor cores, atomics
+in a tensor-core kernel) after the tables; exit status 1 for them only with --strict.
+Then the performance model of both ops at the GRPO shape (gpu/perf_model.py).
 """
 from __future__ import annotations
 
@@ -21,9 +24,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-KERNEL_ORDER = ("_fwd_kernel", "_bwd_kernel", "_lse_partial_kernel", "_token_coef_kernel",
-                "_grad_tile_kernel", "_grpo_token_kernel", "_group_advantages_kernel",
-                "_batch_std_kernel")
+KERNEL_ORDER = ("_fwd_kernel", "_row_stats_kernel", "_row_grad_kernel", "_grpo_token_kernel",
+                "_group_advantages_kernel", "_batch_std_kernel")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +57,11 @@ def _yes_no(values) -> str:
     return "yes" if values == {True} else "no" if values == {False} else "mixed"
 
 
+def _atomics(rows: list[dict], key: str) -> str:
+    values = [r.get(key) for r in rows]
+    return "?" if any(v is None for v in values) else str(max(values))
+
+
 def _fits(rows: list[dict]) -> str:
     if all(r["fits"] for r in rows):
         return "yes"
@@ -77,14 +84,15 @@ def _row(rows: list[dict], full: bool) -> list[str]:
     cells += [str(max(regs)) if full or min(regs) == max(regs) else f"{min(regs)}-{max(regs)}",
               f"{max(r['local'] for r in rows)} / {max(r['stack'] for r in rows)}",
               _kb(max(r["shared"] for r in rows)), str(r0["num_warps"]),
-              _tensor_cores(rows), _fits(rows)]
+              _tensor_cores(rows), _atomics(rows, "atomics"), _atomics(rows, "fenced_atomics"),
+              _fits(rows)]
     return cells
 
 
 def summary(rows: list[dict]) -> list[str]:
     """One row per (kernel, architecture, dtype): the worst case over its binaries."""
     head = ["kernel", "arch", "dtype", "binaries", "REG", "spills LOCAL / STACK (B)",
-            "max shared (KB)", "warps", "tensor cores", "fits"]
+            "max shared (KB)", "warps", "tensor cores", "atomics", "fenced atomics", "fits"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups = defaultdict(list)
     for r in rows:
@@ -103,7 +111,8 @@ def summary(rows: list[dict]) -> list[str]:
             f"{min(regs)}-{max(regs)}" if min(regs) != max(regs) else str(max(regs)),
             f"{max(r['local'] for r in rs)} / {max(r['stack'] for r in rs)}",
             _kb(max(r["shared"] for r in rs)), "/".join(map(str, warps)),
-            _tensor_cores(rs), fits]) + " |")
+            _tensor_cores(rs), _atomics(rs, "atomics"), _atomics(rs, "fenced_atomics"),
+            fits]) + " |")
     return lines
 
 
@@ -116,7 +125,9 @@ def render(report: dict, full: bool = False) -> str:
              f"{report['matrix_rows']} launch-matrix rows; compiled in {report['total_s']:.0f} s "
              f"with {report['workers']} worker(s). Shared-memory limit: 163 KB (sm_80), "
              "227 KB (sm_90), dynamic + static. Spills: cuobjdump LOCAL / STACK bytes per thread. "
-             "Tensor cores: `mma.sync` (sm_80) / `wgmma` (sm_90) in the PTX."), ""]
+             "Tensor cores: `mma.sync` (sm_80) / `wgmma` (sm_90) in the PTX. Atomics: "
+             "`atom.*` / `red.*` instructions in the PTX (fenced: acquire / release order); "
+             "--strict fails a tensor-core kernel with any."), ""]
     if failed:
         lines += [f"**{len(failed)} configuration(s) did not compile:**", ""]
         lines += [f"- {r['kernel']} sm_{r['arch']} {r['dtype']} {r['config']}: {r['error'][:200]}"
@@ -132,12 +143,13 @@ def render(report: dict, full: bool = False) -> str:
         module = rows[0]["module"].rsplit(".", 1)[-1]
         lines += [f"#### `ops/{module}.py::{kernel}` on sm_{arch}", ""]
         head = ["dtype", "tiles w(arps) s(tages)", "flags" if full else "binaries", "REG",
-                "spills LOCAL / STACK (B)", "shared (KB)", "warps", "tensor cores", "fits"]
+                "spills LOCAL / STACK (B)", "shared (KB)", "warps", "tensor cores", "atomics",
+                "fenced atomics", "fits"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         groups = defaultdict(list)
-        for r in rows:
-            key = (r["dtype"], r["config"], tuple(r["tags"]))
-            key += (json.dumps(r["flags"], sort_keys=True),) if full else ()
+        for i, r in enumerate(rows):     # --full: one row per binary (its index keeps binaries
+            key = (r["dtype"], r["config"], tuple(r["tags"]))   # that differ only in Triton's
+            key += (json.dumps(r["flags"], sort_keys=True), i) if full else ()   # int hints apart)
             groups[key].append(r)
         for key in sorted(groups, key=lambda k: (k[0], k[2], k[1])):
             lines.append("| " + " | ".join(_row(groups[key], full)) + " |")
@@ -167,6 +179,11 @@ def run(args) -> int:
     print(f"\n{len(found)} check(s) failed" + (":" if found else "."))
     for line in found:
         print("- " + line)
+    from . import perf_model
+
+    print("\n#### Performance model at the GRPO shape (gpu/perf_model.py)\n")
+    print(perf_model.render(perf_model.model_table("h100") + perf_model.model_table("a100")))
+    print("\nAssumptions: " + perf_model.describe_assumptions())
     return 1 if found and args.strict else 0
 
 

@@ -119,6 +119,8 @@ def _plan_label(constexprs: dict, options: dict) -> str:
     """Tiled kernels: "BN/BV/BH w s"; elementwise ones: "BLOCK=b" (+ " wN" with options)."""
     if "BLOCK" in constexprs:
         return f"BLOCK={constexprs['BLOCK']}" + (f" w{options['num_warps']}" if options else "")
+    if "BLOCK_R" in constexprs:          # row passes: BLOCK_R rows x BLOCK_V columns, C rows
+        return f"rows {constexprs['BLOCK_R']}x{constexprs['BLOCK_V']} w{options['num_warps']}"
     return _label({k: constexprs[k] for k in ("BLOCK_N", "BLOCK_V", "BLOCK_H")}, options)
 
 
@@ -129,9 +131,12 @@ def _meta(*shape, dtype=torch.float32) -> torch.Tensor:
 
 def stand_in(arg):
     """A plan argument as the specialiser sees it: a tensor -> MockPtr of its dtype at its byte
-    offset within its allocation (views of one buffer differ), anything else unchanged."""
+    offset within its allocation modulo 16 (the specialiser reads only 16-byte alignment, so a
+    view at offset 9,216 and a fresh tensor are the same binary; views of one buffer whose
+    offsets differ in alignment are not), anything else unchanged."""
     if isinstance(arg, torch.Tensor):
-        return MockPtr(arg.dtype, BASE_ADDRESS + arg.storage_offset() * arg.element_size())
+        offset = arg.storage_offset() * arg.element_size()
+        return MockPtr(arg.dtype, BASE_ADDRESS + offset % 16)
     return arg
 
 
@@ -163,9 +168,9 @@ def _logprobs_cases():
                "temperature": temp}, dtype, tf32
 
 
-def _logprobs_plans(kind: str, n: int):
-    """(plan, case, sm) of one linear_logprobs kernel over the matrix, per architecture class:
-    the launcher's own plan on an H100-sized GPU of that class (its autotuner's tiles)."""
+def _logprobs_plans(n: int):
+    """(plan, case, sm) of the fused forward over the matrix, per architecture class: the
+    launcher's own plan on an H100-sized GPU of that class (its autotuner's tiles)."""
     from ..ops import linear_logprobs as ops
 
     for sm in ARCH_OF_CLASS.values():
@@ -175,101 +180,66 @@ def _logprobs_plans(kind: str, n: int):
             hidden, weight = _meta(n, h, dtype=dtype), _meta(VOCAB_SIZE, h, dtype=dtype)
             targets = _meta(n, dtype=torch.int64)
             bias = _meta(VOCAB_SIZE, dtype=dtype) if case["bias"] else None
-            if kind == "fwd":
-                plan = ops.forward_plan(hidden, weight, targets, bias, case["temperature"], ent,
-                                        target=target)
-            else:   # all gradients wanted; "with entropy": into log-probs and entropy
-                dh, dw, db = ops.backward_buffers(hidden, weight, bias)
-                plan = ops.backward_plan(hidden, weight, targets, bias, case["temperature"],
-                                         _meta(n), _meta(n) if ent else None, _meta(n),
-                                         _meta(n) if ent else None, dh, dw, db, target=target)
+            plan = ops.forward_plan(hidden, weight, targets, bias, case["temperature"], ent,
+                                    target=target)
             yield plan, case, sm
 
 
 def logprobs_forward_launches(n: int = TOKENS):
-    """ops/linear_logprobs.py:forward_plan: every tile of the autotuner of each (architecture,
-    dot class) -- the fixed default tile is the first of them."""
-    for plan, case, sm in _logprobs_plans("fwd", n):
-        yield from plan_launches(plan, case, case["dtype"], matmul=True, arch=sm)
-
-
-def logprobs_backward_launches(n: int = TOKENS):
-    """ops/linear_logprobs.py:backward_plan, all gradients wanted."""
-    for plan, case, sm in _logprobs_plans("bwd", n):
+    """ops/linear_logprobs.py:forward_plan (the fused forward: no-grad log-probs of
+    linear_logprobs, the two-pass scoring of linear_grpo_loss): every tile of the autotuner of
+    each (architecture, dot class) -- the fixed default tile is the first of them."""
+    for plan, case, sm in _logprobs_plans(n):
         yield from plan_launches(plan, case, case["dtype"], matmul=True, arch=sm)
 
 
 def logprobs_divisible_launches(n: int = DIVISIBLE_TOKENS):
-    """Every forward / backward tile at N % 16 == 0 (the "full" tier)."""
-    for launch in itertools.chain(logprobs_forward_launches(n), logprobs_backward_launches(n)):
+    """Every forward tile at N % 16 == 0 (the "full" tier)."""
+    for launch in logprobs_forward_launches(n):
         launch.tags, launch.tier = ("N%16=0",), "full"
         yield launch
 
 
-# ---------------------------------------------------------------------------- linear_grpo_loss
-# linear_grpo_loss's tiles are the same on every architecture; splits are sized for an H100.
+# ------------------------------------------------------------------ row passes (gradient path)
+# The gradient path of both fused ops: cuBLAS GEMMs (not compiled here) and the two row passes
+# of ops/head_rows.py over each chunk's fp32 [C, V] logits. Same tiles on every architecture.
 GRPO_TARGET = gpu_target((9, 0), H100_SMS)
 
 
-def _grpo_inputs(m: int, h: int, dtype, bias: bool):
-    """Stand-ins of the launcher's normalised inputs: hidden [M,H], weight [V,H], bias [V] | None,
-    rows [M] int64 (all M tokens counted), targets [M] int64."""
-    return (_meta(m, h, dtype=dtype), _meta(VOCAB_SIZE, h, dtype=dtype),
-            _meta(VOCAB_SIZE, dtype=dtype) if bias else None,
-            _meta(m, dtype=torch.int64), _meta(m, dtype=torch.int64))
+def chunk_sizes(n: int, vocab: int, dtype) -> list[int]:
+    """The distinct chunk lengths of N counted tokens at the H100 budget (full chunks and the
+    last, shorter one): what the launchers pass as C."""
+    from ..ops.chunking import iter_chunks
+    from ..ops.head_chunks import chunk_rows
+
+    size = chunk_rows(n, vocab, dtype, GRPO_TARGET.chunk_budget, with_grad=True)
+    return sorted({stop - start for start, stop in iter_chunks(n, size)})
 
 
-def grpo_linear_launches(m: int = TOKENS, tags: tuple = (), tier: str = "ci"):
-    """ops/linear_grpo_loss.py: lse_plan, token_coef_plan, grad_plan, at the GPU tiles of each
-    input dtype (ops.gpu_blocks; the same on every architecture)."""
-    from ..ops import linear_grpo_loss as ops
+def row_pass_launches(n: int = TOKENS, tags: tuple = (), tier: str = "ci"):
+    """ops/head_rows.py: stats_plan (entropy on / off) and grad_plan (entropy gradient on / off;
+    per-row vectors fresh or views of the stats pass's outputs, as the launchers pass them),
+    for each dtype, bias and temperature, at every chunk length of N tokens."""
+    from ..ops import head_rows as ops
 
-    for (name, dtype, _tf32), h, bias, temp in itertools.product(
-            DTYPES[:3], HIDDEN_SIZES, (False, True), TEMPERATURES):
-        hidden, weight, b, rows, targets = _grpo_inputs(m, h, dtype, bias)
-        case = {"dtype": name, "H": h, "V": VOCAB_SIZE, "bias": bias, "temperature": temp}
-        # HAS_ENT: the entropy variants (entropy_coef != 0 or top_entropy_quantile < 1)
-        for ent in (False, True):
-            ent_case = {**case, "entropy": ent}
-            lse = ops.lse_plan(hidden, weight, b, rows, targets, temperature=temp, has_ent=ent,
-                               target=GRPO_TARGET)
-            yield from plan_launches(lse, ent_case, name, matmul=True, tags=tags, tier=tier)
-            d_h, d_w, d_b = ops.grad_buffers(hidden, weight, True, True, bias)
-            q = zbar = _meta(m) if ent else None
-            grad = ops.grad_plan(hidden, weight, b, rows, targets, _meta(m), _meta(m), q, zbar,
-                                 d_h, d_w, d_b, lse.outputs[0], temperature=temp,
-                                 target=GRPO_TARGET)
-            yield from plan_launches(grad, ent_case, name, matmul=True, tags=tags, tier=tier)
-    yield from _token_coef_launches(m, tags, tier)
-
-
-def _token_coef_launches(m: int, tags: tuple, tier: str):
-    """_token_coef_kernel on kernel 1's partials at M tokens: BLOCK = min(1024,
-    next_power_of_2(M)), so 1024 from M = 513 tokens on and smaller blocks below (M = block - 1).
-    Kernel 1's splits depend on the dtype's tiles: each dtype's plan, identical ones once."""
-    from ..formulas import PolicyOptions
-    from ..ops import linear_grpo_loss as ops
-
-    opts = PolicyOptions(beta=0.04, epsilon_low=0.2, epsilon_high=0.2,
-                         use_bias_correction_kl=False)
-    seen = set()
-    for block, has_old, has_ref in itertools.product(TOKEN_COEF_BLOCKS if not tags else (1024,),
-                                                     (False, True), (False, True)):
-        rows_m = m if block == 1024 else block - 1
-        for _name, dtype, _tf32 in DTYPES[:3]:
-            hidden, weight, _b, rows, targets = _grpo_inputs(rows_m, HIDDEN_SIZES[0], dtype, False)
-            lse = ops.lse_plan(hidden, weight, None, rows, targets, temperature=1.0,
-                               has_ent=False, target=GRPO_TARGET)
-            w, adv = _meta(rows_m), _meta(rows_m)
-            old, ref = (_meta(rows_m) if flag else None for flag in (has_old, has_ref))
-            plan = ops.token_coef_plan(lse.outputs, rows, w, adv, old, ref, opts, temperature=1.0)
-            for launch in plan_launches(plan, {}, "fp32", matmul=False, tags=tags, tier=tier):
-                key = repr((launch.args, sorted(launch.constexprs.items()),
-                            sorted(launch.options.items())))
-                if key not in seen:
-                    seen.add(key)
-                    yield launch
-
+    v = VOCAB_SIZE
+    for (name, dtype, _tf32), bias, temp in itertools.product(DTYPES[:3], (False, True),
+                                                              TEMPERATURES):
+        b = _meta(v, dtype=dtype) if bias else None
+        for c in chunk_sizes(n, v, dtype):
+            z, dz, tgt = _meta(c, v), _meta(c, v, dtype=dtype), _meta(c, dtype=torch.int64)
+            case = {"dtype": name, "V": v, "bias": bias, "temperature": temp, "C": c}
+            for ent in (False, True):
+                stats = ops.stats_plan(z, b, tgt, temp, ent, target=GRPO_TARGET)
+                yield from plan_launches(stats, {**case, "entropy": ent}, name, matmul=False,
+                                         tags=tags, tier=tier)
+                lse, _, ent_out = stats.outputs
+                for per_row in ((lse, ent_out), (_meta(c), _meta(c))):
+                    g_ent = _meta(c) if ent else None
+                    grad = ops.grad_plan(z, b, tgt, temp, per_row[0], _meta(c), g_ent,
+                                         per_row[1] if ent else None, dz, target=GRPO_TARGET)
+                    yield from plan_launches(grad, {**case, "entropy": ent}, name, matmul=False,
+                                             tags=tags, tier=tier)
 
 # ----------------------------------------------------------------------------------- grpo_loss
 def grpo_token_launches(n: int = TOKENS):
@@ -295,8 +265,7 @@ def grpo_token_launches(n: int = TOKENS):
 def all_launches():
     """The whole launch matrix (Launch records, not yet deduplicated)."""
     yield from logprobs_forward_launches()
-    yield from logprobs_backward_launches()
     yield from logprobs_divisible_launches()
-    yield from grpo_linear_launches()
-    yield from grpo_linear_launches(DIVISIBLE_TOKENS, tags=("N%16=0",), tier="full")
+    yield from row_pass_launches()
+    yield from row_pass_launches(DIVISIBLE_TOKENS, tags=("N%16=0",), tier="full")
     yield from grpo_token_launches()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..utils import triton_interpret
+from .head_chunks import DEFAULT_BUDGET_BYTES, default_budget
 from .tiles import num_sms
 
 
@@ -30,12 +31,14 @@ class Target:
     capability: CUDA compute capability (major, minor); (8, 0) off CUDA
     sms:        streaming multiprocessors (sizes vocab splits); 1 off CUDA
     allow_tf32: torch.backends.cuda.matmul.allow_tf32 (fp32 tl.dot precision of linear_logprobs)
+    chunk_budget: bytes the [C, V] buffers of the gradient path may use (ops/head_chunks.py)
     """
     cuda: bool
     interpret: bool
     capability: tuple = (8, 0)
     sms: int = 1
     allow_tf32: bool = False
+    chunk_budget: int = DEFAULT_BUDGET_BYTES["cpu"]
 
     @property
     def on_gpu(self) -> bool:
@@ -49,13 +52,15 @@ def target_of(device: torch.device) -> Target:
     cuda = device.type == "cuda"
     return Target(cuda=cuda, interpret=triton_interpret(),
                   capability=torch.cuda.get_device_capability(device) if cuda else (8, 0),
-                  sms=num_sms(device), allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32))
+                  sms=num_sms(device), allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+                  chunk_budget=default_budget(device))
 
 
 def gpu_target(capability: tuple, sms: int, allow_tf32: bool = False) -> Target:
     """A compiled-GPU Target without a GPU (the AOT registry: e.g. (9, 0), 132 SMs)."""
     return Target(cuda=True, interpret=False, capability=tuple(capability), sms=int(sms),
-                  allow_tf32=bool(allow_tf32))
+                  allow_tf32=bool(allow_tf32),
+                  chunk_budget=default_budget("cuda", capability=tuple(capability)))
 
 
 @dataclass

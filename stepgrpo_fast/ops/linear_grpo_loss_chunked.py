@@ -124,6 +124,8 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
     buffer = torch.empty(v, rows, dtype=acc_dtype, device=device)
     h_t_buffer = torch.empty(h_dim, rows, dtype=acc_dtype, device=device) if need_hidden_grad else None
     bias_col = bias.to(acc_dtype)[:, None] if bias is not None else None
+    # a -inf bias entry has e = 0 and z' = -inf: e z' is NaN there and must count 0
+    minus_inf = bias is not None and bool(torch.isneginf(bias).any())
     loss_acc = torch.zeros((), dtype=torch.float64, device=device)
     pick = (lambda t, i: None if t is None else t.index_select(0, i))
     # A contiguous run of selected tokens (e.g. an all-ones mask) is sliced, otherwise gathered per chunk.
@@ -153,7 +155,10 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
 
     def entropy_of(z_t, e, sum_exp):
         """z_t: z' -> e z' in place; -> (zbar' = sum(e z') / S, H = log S - zbar')."""
-        zbar = z_t.mul_(e).sum(0) / sum_exp
+        z_t.mul_(e)
+        if minus_inf:
+            z_t.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+        zbar = z_t.sum(0) / sum_exp
         return zbar, sum_exp.log() - zbar
 
     scale_all = scale

@@ -1,24 +1,24 @@
-"""Triton kernels for fused linear log-probs (+ entropy) and their launchers.
+"""Triton path of linear_logprobs: the fused forward kernel (no-grad scoring) and the chunked
+forward / backward with gradients (cuBLAS GEMMs + Triton row passes), and their launchers.
 
-Forward  (_fwd_kernel): program = (token block, vocab split). It loops over the split's vocab
-         blocks, computes the fp32 logits tile with tl.dot over H blocks, and keeps an online
-         logsumexp per row (running max from -inf), the target logit (picked in its tile) and,
-         for entropy, sum e^(z-max) (z-max). Splits are merged by a few [splits, N] torch ops,
-         so short batches still fill the GPU (flash-decoding style split over V).
-Backward (_bwd_kernel): program = (token block, vocab block). It recomputes the logits tile,
-         forms dZ = (g_logp (onehot - p) - g_ent p (log p + entropy)) / T and adds
-         dZ @ W[vblock] into dH and dZ^T @ H[nblock] into dW with fp32 atomics, looping over H.
-         Why atomics: each of the three GEMMs (logits, dH, dW) is then done exactly once per
-         tile with no [N, V] buffer; the atomic-free alternatives either hold a [BLOCK, H]
-         accumulator (too many registers for H in the thousands) or recompute the logits once
-         per H block (H / BLOCK_H extra GEMMs). Atomic traffic per FLOP is
-         (BLOCK_N + BLOCK_V) / (6 BLOCK_N BLOCK_V); the result is not bit-deterministic.
+No grad (reference / old log-probs): _fwd_kernel, program = (token block, vocab split). It loops
+    over the split's vocab blocks, computes the fp32 logits tile with tl.dot over H blocks and
+    keeps an online logsumexp per row (running max from -inf), the target logit and, for
+    entropy, sum e^(z-max) (z-max). No [C, V] buffer at all. Splits are merged by a few
+    [splits, N] torch ops. Grid order: GROUP_TOKENS tokens (ops/tiles.py:group_tokens, ~16 MB
+    of h) sweep the vocabulary together, token blocks fastest, so h stays in L2 and each W tile
+    is read from HBM once per group. Autotuned per (architecture, dot class), keyed on
+    (N size class, V, H); trials write only the [4, splits, N] partials (no zeroing).
+With grad (4 GEMM-equivalents in all, ops/head_chunks.py): per chunk of counted tokens
+    forward   z = h_c W^T (GEMM, fp32) -> _row_stats_kernel: lse, logp, entropy
+    backward  z again (GEMM) -> _row_grad_kernel: dZ (compute dtype) -> dH_c = dZ W,
+              dW += dZ^T h_c (GEMMs, fp32), db += sum dZ
+    No atomics; the same inputs give bit-identical gradients.
 
-All logits math is fp32 (tl.dot accumulates in fp32; fp32 inputs use ``input_precision``
-"tf32" when torch allows TF32 matmuls, "ieee" otherwise). Tokens are on grid axis 0 (1-D grids).
-Launchers build each launch with a plan function (forward_plan / backward_plan: ops/launch_plan.py),
-which the AOT registry (gpu/launches.py) calls too. This module imports without Triton; the
-kernels exist only when Triton is installed.
+All logits math is fp32 (fp32 inputs: tl.dot "tf32" when torch allows TF32 matmuls, "ieee"
+otherwise; cuBLAS follows the same switch). Launches are built by plan functions
+(forward_plan here, ops/head_rows.py for the row passes: ops/launch_plan.py), which the AOT
+registry (gpu/launches.py) calls too. This module imports without Triton.
 """
 from __future__ import annotations
 
@@ -26,18 +26,21 @@ import torch
 
 from ..formulas import IGNORE_INDEX
 from ..utils import require_triton, triton_interpret
-from . import launch_plan
+from . import head_rows, launch_plan
+from .chunking import iter_chunks
+from .head_chunks import Buffers, chunk_rows, gemm
 from .launch_plan import LaunchPlan, Target, target_of
 from .tiles import (  # noqa: F401 - the tile policy, re-exported for the launch registry
     ARCH_CLASSES,
     AUTOTUNE_V_ALIGN,
-    BWD_TILES,
     DOT_CLASSES,
     FWD_TILES,
     INTERPRETER_BLOCKS,
     arch_class,
     dot_class,
     gpu_default_blocks,
+    group_tokens,
+    n_size_class,
     num_sms,
     tile_dict,
     v_split_columns,
@@ -47,21 +50,27 @@ from .triton_import import tl, triton  # None without Triton
 if triton is not None:
     from .logits_tile import logits_tile
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["N_CLASS"])
     def _fwd_kernel(
         h_ptr, w_ptr, b_ptr, tgt_ptr,
         max_ptr, sum_ptr, ylogy_ptr, zt_ptr,          # [V_SPLITS, N] fp32 partials
-        N, V, H, V_PER_SPLIT,
+        N, V, H, V_PER_SPLIT, GROUP_TOKENS, N_CLASS,  # N_CLASS: autotune key only
         stride_hn, stride_hh, stride_wv, stride_wh,
         inv_temp,
         HAS_BIAS: tl.constexpr, RETURN_ENTROPY: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
         INPUT_PRECISION: tl.constexpr,
     ):
+        # Grouped order: a group of token blocks (GROUP_TOKENS tokens) runs every vocab split,
+        # token blocks fastest: its h rows stay in L2, each W tile is fetched once per group.
         pid = tl.program_id(0)
         num_n_blocks = tl.cdiv(N, BLOCK_N)
-        pid_n = pid % num_n_blocks               # token blocks vary fastest: neighbours share W
-        pid_s = pid // num_n_blocks
+        group_n = tl.maximum(GROUP_TOKENS // BLOCK_N, 1)
+        per_group = group_n * tl.cdiv(V, V_PER_SPLIT)
+        first_n = (pid // per_group) * group_n
+        group_size = tl.minimum(num_n_blocks - first_n, group_n)
+        pid_n = first_n + (pid % per_group) % group_size
+        pid_s = (pid % per_group) // group_size
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         n_mask = offs_n < N
         rows_n = offs_n.to(tl.int64)             # int64 pointer math: N*H, V*H may pass 2**31
@@ -82,14 +91,14 @@ if triton is not None:
                               HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
             z = tl.where(v_mask[None, :], acc * inv_temp, float("-inf"))
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
-            y = z - new_max[:, None]                       # -inf in masked columns
+            base = tl.where(new_max == float("-inf"), 0.0, new_max)   # all -inf so far: no NaN
+            y = z - base[:, None]                          # -inf in masked / -inf-bias columns
             e = tl.exp(y)
-            shift = run_max - new_max                      # -inf on the first tile
-            alpha = tl.exp(shift)
-            if RETURN_ENTROPY:
-                ylogy = tl.sum(e * tl.where(v_mask[None, :], y, 0.0), axis=1)
-                carried = run_ylogy + tl.where(run_sum > 0, shift, 0.0) * run_sum
-                run_ylogy = alpha * carried + ylogy
+            shift = tl.where(run_max == float("-inf"), 0.0, run_max - base)
+            alpha = tl.where(run_max == float("-inf"), 0.0, tl.exp(shift))
+            if RETURN_ENTROPY:                             # never 0 * -inf: y -> 0 where e = 0
+                ylogy = tl.sum(e * tl.where(e > 0.0, y, 0.0), axis=1)
+                run_ylogy = alpha * (run_ylogy + shift * run_sum) + ylogy
             run_sum = alpha * run_sum + tl.sum(e, axis=1)
             run_max = new_max
             is_target = offs_v[None, :] == tgt[:, None]
@@ -102,94 +111,22 @@ if triton is not None:
         if RETURN_ENTROPY:
             tl.store(ylogy_ptr + out, run_ylogy, mask=n_mask)
 
-    @triton.jit
-    def _bwd_kernel(
-        h_ptr, w_ptr, b_ptr, tgt_ptr, lse_ptr, ent_ptr, glogp_ptr, gent_ptr,
-        dh_ptr, dw_ptr, db_ptr,                         # fp32 accumulators (zeroed)
-        N, V, H,
-        stride_hn, stride_hh, stride_wv, stride_wh,
-        inv_temp,
-        HAS_BIAS: tl.constexpr, HAS_GRAD_LOGP: tl.constexpr, HAS_GRAD_ENT: tl.constexpr,
-        COMPUTE_DH: tl.constexpr, COMPUTE_DW: tl.constexpr, COMPUTE_DB: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
-        GROUP_N: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    ):
-        # Grouped ordering: GROUP_N token blocks sweep the vocab together (W tiles reused in L2).
-        pid = tl.program_id(0)
-        num_n_blocks = tl.cdiv(N, BLOCK_N)
-        num_v_blocks = tl.cdiv(V, BLOCK_V)
-        per_group = GROUP_N * num_v_blocks
-        first_n = (pid // per_group) * GROUP_N
-        group_size = tl.minimum(num_n_blocks - first_n, GROUP_N)
-        pid_n = first_n + (pid % per_group) % group_size
-        pid_v = (pid % per_group) // group_size
-
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
-        n_mask = offs_n < N
-        v_mask = offs_v < V
-        rows_n = offs_n.to(tl.int64)             # int64 pointer math: N*H, V*H may pass 2**31
-        rows_v = offs_v.to(tl.int64)
-        tgt = tl.load(tgt_ptr + offs_n, mask=n_mask, other=-1)
-        active = n_mask & (tgt != -100)
-        g_logp = tl.zeros([BLOCK_N], tl.float32)
-        if HAS_GRAD_LOGP:
-            g_logp = tl.load(glogp_ptr + offs_n, mask=active, other=0.0).to(tl.float32)
-        g_ent = tl.zeros([BLOCK_N], tl.float32)
-        if HAS_GRAD_ENT:
-            g_ent = tl.load(gent_ptr + offs_n, mask=active, other=0.0).to(tl.float32)
-        # A token block whose rows are all ignored contributes nothing: skip its GEMMs.
-        if tl.max(tl.abs(g_logp) + tl.abs(g_ent), axis=0) > 0:
-            lse = tl.load(lse_ptr + offs_n, mask=n_mask, other=0.0)
-            acc = logits_tile(h_ptr, w_ptr, b_ptr, rows_n, n_mask, rows_v, v_mask, H,
-                              stride_hn, stride_hh, stride_wv, stride_wh,
-                              HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H, INPUT_PRECISION)
-            log_p = acc * inv_temp - lse[:, None]
-            p = tl.where(v_mask[None, :], tl.exp(log_p), 0.0)
-            dz = -p * g_logp[:, None]
-            if HAS_GRAD_ENT:
-                ent = tl.load(ent_ptr + offs_n, mask=n_mask, other=0.0)
-                dz -= g_ent[:, None] * p * (log_p + ent[:, None])
-            is_target = offs_v[None, :] == tgt[:, None]
-            dz += tl.where(is_target, g_logp[:, None], 0.0)
-            dz = dz * inv_temp                             # gradient w.r.t. the raw logits
-            if COMPUTE_DB:
-                tl.atomic_add(db_ptr + offs_v, tl.sum(dz, axis=0), mask=v_mask)
-            dz_in = dz.to(h_ptr.dtype.element_ty)          # tensor-core operand, fp32 accumulate
-            for k0 in range(0, H, BLOCK_H):
-                offs_h = k0 + tl.arange(0, BLOCK_H)
-                h_mask = offs_h < H
-                if COMPUTE_DH:
-                    w_tile = tl.load(w_ptr + rows_v[:, None] * stride_wv + offs_h[None, :] * stride_wh,
-                                     mask=v_mask[:, None] & h_mask[None, :], other=0.0)
-                    dh = tl.dot(dz_in, w_tile, input_precision=INPUT_PRECISION)
-                    tl.atomic_add(dh_ptr + rows_n[:, None] * H + offs_h[None, :], dh,
-                                  mask=n_mask[:, None] & h_mask[None, :])
-                if COMPUTE_DW:
-                    h_tile = tl.load(h_ptr + rows_n[:, None] * stride_hn + offs_h[None, :] * stride_hh,
-                                     mask=n_mask[:, None] & h_mask[None, :], other=0.0)
-                    dw = tl.dot(tl.trans(dz_in), h_tile, input_precision=INPUT_PRECISION)
-                    tl.atomic_add(dw_ptr + rows_v[:, None] * H + offs_h[None, :], dw,
-                                  mask=v_mask[:, None] & h_mask[None, :])
-
-
     def tile_configs(kind: str, arch: str, dot: str) -> list:
-        """The autotuner's triton.Config list for ("fwd" | "bwd", architecture, dot class)."""
-        table = {"fwd": FWD_TILES, "bwd": BWD_TILES}[kind]
+        """The autotuner's triton.Config list for ("fwd", architecture, dot class)."""
+        if kind != "fwd":
+            raise ValueError(f"only the fused forward is autotuned, got kind={kind!r}")
         return [triton.Config({"BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_H": bh}, num_warps=w,
-                              num_stages=st) for bn, bv, bh, w, st in table[(arch, dot)]]
+                              num_stages=st) for bn, bv, bh, w, st in FWD_TILES[(arch, dot)]]
 
-    # GPU launches without explicit tiles use these: one autotuner per (kind, architecture class,
-    # dot class), so each GPU only ever tries its own spill-free tiles. The backward zeroes its
-    # atomic accumulators between trials.
+    # GPU launches without explicit tiles use these: one autotuner per (architecture class, dot
+    # class), so each GPU only ever tries its own spill-free tiles. Keyed on the token-count
+    # class too (N_CLASS, tiles.n_size_class). A trial writes the launch's own [4, splits, N]
+    # partials (fully overwritten, never read before written): nothing is zeroed or allocated.
     TUNED_KERNELS = {}
     for _arch in ARCH_CLASSES:
         for _dot in DOT_CLASSES:
             TUNED_KERNELS["fwd", _arch, _dot] = triton.autotune(
-                configs=tile_configs("fwd", _arch, _dot), key=["V", "H"])(_fwd_kernel)
-            TUNED_KERNELS["bwd", _arch, _dot] = triton.autotune(
-                configs=tile_configs("bwd", _arch, _dot), key=["V", "H"],
-                reset_to_zero=["dh_ptr", "dw_ptr", "db_ptr"])(_bwd_kernel)
+                configs=tile_configs("fwd", _arch, _dot), key=["N_CLASS", "V", "H"])(_fwd_kernel)
     del _arch, _dot
 
 
@@ -215,7 +152,7 @@ def _tile_options(hidden, kind: str, precision: str, target: Target | None = Non
                   **given) -> tuple[object, dict]:
     """(autotuner | None, tile config): on GPU with no tile option given, the autotuner of this
     architecture (``target.capability``; "sm80" off CUDA) and dot class; otherwise the given
-    options over its fixed tile (FWD_TILES / BWD_TILES; in the interpreter, INTERPRETER_BLOCKS)."""
+    options over its fixed tile (FWD_TILES; in the interpreter, INTERPRETER_BLOCKS)."""
     target = target or target_of(hidden.device)
     given = {k: v for k, v in given.items() if v is not None}
     arch, dot = arch_class(target.capability), dot_class(hidden.dtype, precision)
@@ -262,7 +199,7 @@ def forward_plan(hidden, weight, targets, bias=None, temperature=1.0, return_ent
     partial = torch.empty(4, splits, N, dtype=torch.float32, device=hidden.device)
     outputs = partial.unbind(0)            # run_max, run_sum, run_ylogy, target_logit
     args = (hidden, weight, bias if bias is not None else hidden, targets.contiguous(), *outputs,
-            N, V, H, V_SPLIT,
+            N, V, H, V_SPLIT, group_tokens(H, hidden.element_size()), n_size_class(N),
             hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             1.0 / float(temperature))
     flags = {"HAS_BIAS": bias is not None, "RETURN_ENTROPY": bool(return_entropy),
@@ -292,9 +229,9 @@ def linear_logprobs_forward_triton(hidden, weight, targets, bias=None, temperatu
 
 def merge_vocab_splits(run_max, run_sum, run_ylogy, target_logit, targets):
     """Combine per-split online-softmax partials [S, N] -> (logp [N], entropy [N] | None, lse [N])."""
-    top = run_max.amax(0)                                  # [N], finite: every split has columns
-    shift = run_max - top                                  # [S, N] <= 0
-    scale = torch.exp(shift)
+    top = run_max.amax(0)                                  # [N], finite: some logit is
+    shift = torch.where(run_sum > 0, run_max - top, 0.0)   # [S, N] <= 0; 0 for an all -inf split
+    scale = torch.where(run_sum > 0, torch.exp(shift), 0.0)
     total = (scale * run_sum).sum(0)
     log_total = total.log()
     lse = top + log_total
@@ -307,69 +244,104 @@ def merge_vocab_splits(run_max, run_sum, run_ylogy, target_logit, targets):
     return logp, entropy, lse
 
 
-def backward_buffers(hidden, weight, bias, need_hidden=True, need_weight=True, need_bias=True):
-    """The zeroed fp32 accumulators (dH [N,H], dW [V,H], db [V]) of the backward, None each
-    when not wanted (db also without a bias)."""
-    N, H = hidden.shape
-    V, dev = weight.shape[0], hidden.device
-    dh = torch.zeros(N, H, dtype=torch.float32, device=dev) if need_hidden else None
-    dw = torch.zeros(V, H, dtype=torch.float32, device=dev) if need_weight else None
-    db = torch.zeros(V, dtype=torch.float32, device=dev) if need_bias and bias is not None else None
-    return dh, dw, db
 
 
-def backward_plan(hidden, weight, targets, bias, temperature, lse, entropy, grad_logp,
-                  grad_entropy, dh, dw, db, *, target: Target | None = None, BLOCK_N=None,
-                  BLOCK_V=None, BLOCK_H=None, num_warps=None, num_stages=None,
-                  GROUP_N=8) -> LaunchPlan:
-    """The _bwd_kernel launch of ``linear_logprobs_backward_triton`` into the accumulators
-    dh / dw / db (``backward_buffers``; None = not computed). Absent inputs and accumulators
-    get private 1-element fp32 dummies (autotuning may zero them)."""
-    require_triton()
-    target = target or target_of(hidden.device)
-    N, H = hidden.shape
-    V, dev = weight.shape[0], hidden.device
-    precision = input_precision_for(hidden.dtype, target)
-    tuned, cfg = _tile_options(hidden, "bwd", precision, target, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V,
-                               BLOCK_H=BLOCK_H, num_warps=num_warps, num_stages=num_stages)
-
-    def or_dummy(t):
-        return t if t is not None else torch.zeros(1, dtype=torch.float32, device=dev)
-
-    args = (hidden, weight, or_dummy(bias), targets.contiguous(), lse, or_dummy(entropy),
-            or_dummy(None if grad_logp is None else grad_logp.contiguous()),
-            or_dummy(None if grad_entropy is None else grad_entropy.contiguous()),
-            or_dummy(dh), or_dummy(dw), or_dummy(db),
-            N, V, H,
-            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            1.0 / float(temperature))
-    flags = {"HAS_BIAS": bias is not None, "HAS_GRAD_LOGP": grad_logp is not None,
-             "HAS_GRAD_ENT": grad_entropy is not None,
-             "COMPUTE_DH": dh is not None, "COMPUTE_DW": dw is not None,
-             "COMPUTE_DB": db is not None, "GROUP_N": GROUP_N, "INPUT_PRECISION": precision}
-    return _tiled_plan(_bwd_kernel, tuned, cfg,
-                       lambda bn, bv: (triton.cdiv(N, bn) * triton.cdiv(V, bv),), args, flags)
+# ------------------------------------------------------------------ with gradients: chunked
+def _valid_rows(targets):
+    """Indices [M] of the rows whose target is not ignored, or None when all are counted."""
+    valid = targets != IGNORE_INDEX
+    return None if bool(valid.all()) else valid.nonzero().squeeze(1)
 
 
-def linear_logprobs_backward_triton(hidden, weight, targets, bias, temperature, lse, entropy,
+def _chunk(x, rows, start, stop):
+    return x[start:stop] if rows is None else x.index_select(0, rows[start:stop])
+
+
+def _store(out, rows, start, stop, values):
+    if rows is None:
+        out[start:stop] = values
+    else:
+        out.index_copy_(0, rows[start:stop], values)
+
+
+def _chunking(hidden, weight, rows, budget_bytes, with_grad):
+    n_rows = hidden.shape[0] if rows is None else rows.numel()
+    budget = target_of(hidden.device).chunk_budget if budget_bytes is None else int(budget_bytes)
+    size = chunk_rows(max(n_rows, 1), weight.shape[0], hidden.dtype, budget, with_grad=True)
+    return n_rows, size, Buffers(size, weight.shape[0], hidden.dtype, hidden.device, with_grad)
+
+
+def linear_logprobs_forward_chunks(hidden, weight, targets, bias=None, temperature=1.0,
+                                   return_entropy=False, *, budget_bytes=None):
+    """The forward of the gradient path: per chunk of counted rows, the logits GEMM into the
+    fp32 [C, V] buffer and one _row_stats_kernel pass. hidden [N,H], weight [V,H], targets [N].
+    Returns (logp [N] fp32, entropy [N] fp32 | None, lse [N] fp32); ignored rows get 0.
+    ``budget_bytes``: the [C, V] buffer budget (default: the Target's chunk_budget); chunks are
+    sized as the backward's, so both passes see the same chunks."""
+    n, dev = hidden.shape[0], hidden.device
+    logp = torch.zeros(n, dtype=torch.float32, device=dev)
+    lse = torch.zeros(n, dtype=torch.float32, device=dev)
+    entropy = torch.zeros(n, dtype=torch.float32, device=dev) if return_entropy else None
+    rows = _valid_rows(targets)
+    m, size, bufs = _chunking(hidden, weight, rows, budget_bytes, with_grad=False)
+    w_t = weight.t()
+    for start, stop in iter_chunks(m, size):
+        z, _ = bufs.view(stop - start)
+        gemm(_chunk(hidden, rows, start, stop), w_t, z)
+        plan = head_rows.stats_plan(z, bias, _chunk(targets, rows, start, stop).contiguous(),
+                                    temperature, return_entropy)
+        launch_plan.launch(plan)
+        lse_c, logp_c, ent_c = plan.outputs
+        _store(lse, rows, start, stop, lse_c)
+        _store(logp, rows, start, stop, logp_c)
+        if return_entropy:
+            _store(entropy, rows, start, stop, ent_c)
+    return logp, entropy, lse
+
+
+def linear_logprobs_backward_chunks(hidden, weight, targets, bias, temperature, lse, entropy,
                                     grad_logp, grad_entropy, *, need_hidden=True,
-                                    need_weight=True, need_bias=True, BLOCK_N=None, BLOCK_V=None,
-                                    BLOCK_H=None, V_SPLIT=None, num_warps=None, num_stages=None,
-                                    GROUP_N=8):
-    """Recompute tiles; returns (dH [N,H] hidden.dtype, dW [V,H] weight.dtype, db [V]) or None each.
-
-    dH, dW (and db) are accumulated in fp32 buffers allocated once per call, then cast.
-    grad_logp / grad_entropy: [N] or None (= zero).
-    """
-    require_triton()
-    del V_SPLIT  # forward-only option
-    dh, dw, db = backward_buffers(hidden, weight, bias, need_hidden, need_weight, need_bias)
-    has_any = grad_logp is not None or grad_entropy is not None
-    if has_any and (dh is not None or dw is not None or db is not None):
-        launch_plan.launch(backward_plan(
-            hidden, weight, targets, bias, temperature, lse, entropy, grad_logp, grad_entropy,
-            dh, dw, db, BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_H=BLOCK_H, num_warps=num_warps,
-            num_stages=num_stages, GROUP_N=GROUP_N))
-    return (None if dh is None else dh.to(hidden.dtype),
-            None if dw is None else dw.to(weight.dtype),
-            None if db is None else db.to(bias.dtype))
+                                    need_weight=True, need_bias=True, budget_bytes=None):
+    """Per chunk: the logits GEMM again, _row_grad_kernel -> dZ (compute dtype), then
+    dH_c = dZ W and dW += dZ^T h_c (GEMMs accumulating in fp32), db += sum dZ.
+    grad_logp / grad_entropy: [N] or None (= zero). Returns (dH [N,H] hidden.dtype,
+    dW [V,H] weight.dtype, db [V] bias.dtype), None each when not wanted."""
+    n, h_dim = hidden.shape
+    v, dev = weight.shape[0], hidden.device
+    need_bias = need_bias and bias is not None
+    rows = _valid_rows(targets)
+    m = n if rows is None else rows.numel()
+    active = m > 0 and (grad_logp is not None or grad_entropy is not None)
+    d_h = torch.zeros(n, h_dim, dtype=torch.float32, device=dev) if need_hidden else None
+    d_w = (torch.empty if active else torch.zeros)(v, h_dim, dtype=torch.float32, device=dev) \
+        if need_weight else None
+    d_b = torch.zeros(v, dtype=torch.float32, device=dev) if need_bias else None
+    if active and (need_hidden or need_weight or need_bias):
+        _, size, bufs = _chunking(hidden, weight, rows, budget_bytes, with_grad=True)
+        dh_c = torch.empty(size, h_dim, dtype=torch.float32, device=dev) \
+            if need_hidden and rows is not None else None
+        f32 = (lambda t: None if t is None else t.to(torch.float32))
+        g_l, g_e = f32(grad_logp), f32(grad_entropy)
+        for start, stop in iter_chunks(m, size):
+            c = stop - start
+            z, dz = bufs.view(c)
+            h_c = _chunk(hidden, rows, start, stop)
+            gemm(h_c, weight.t(), z)
+            pick = (lambda t: None if t is None else _chunk(t, rows, start, stop).contiguous())
+            g_lc = pick(g_l) if g_l is not None else torch.zeros(c, device=dev)
+            launch_plan.launch(head_rows.grad_plan(
+                z, bias, pick(targets), temperature, pick(lse), g_lc, pick(g_e),
+                pick(entropy) if g_e is not None else None, dz))
+            if need_hidden:
+                if rows is None:
+                    gemm(dz, weight, d_h[start:stop])
+                else:
+                    gemm(dz, weight, dh_c[:c])
+                    d_h.index_copy_(0, rows[start:stop], dh_c[:c])
+            if need_weight:
+                gemm(dz.t(), h_c, d_w, accumulate=start > 0)
+            if need_bias:
+                d_b += dz.sum(0, dtype=torch.float32)
+    return (None if d_h is None else d_h.to(hidden.dtype),
+            None if d_w is None else d_w.to(weight.dtype),
+            None if d_b is None else d_b.to(bias.dtype))

@@ -41,7 +41,9 @@ class ChunkedForwardState:
 class _Tiles:
     """Per-call workspace: one (or two, for entropy) fp32 logits tiles, reused for every chunk."""
 
-    def __init__(self, rows: int, cols: int, n_tiles: int, dtype: torch.dtype, device):
+    def __init__(self, rows: int, cols: int, n_tiles: int, dtype: torch.dtype, device,
+                 bias: torch.Tensor | None = None):
+        self.minus_inf = bias is not None and bool(torch.isneginf(bias).any())
         self.main = torch.empty(rows, cols, dtype=dtype, device=device)
         self.aux = torch.empty(rows, cols, dtype=dtype, device=device) if n_tiles > 1 else None
 
@@ -128,7 +130,7 @@ def chunked_linear_logprobs_forward(hidden: torch.Tensor, weight: torch.Tensor,
     chunk_rows, chunk_cols = plan_chunks(m, vocab, workspace_bytes=workspace_bytes,
                                          token_chunk=token_chunk, n_tiles=n_tiles,
                                          itemsize=torch.finfo(dtype).bits // 8)
-    tiles = _Tiles(chunk_rows, chunk_cols, n_tiles, dtype, hidden.device)
+    tiles = _Tiles(chunk_rows, chunk_cols, n_tiles, dtype, hidden.device, bias)
     bias_scaled = None if bias is None else bias.to(dtype) * inv_temp
     for start, stop in iter_chunks(m, chunk_rows):
         c = stop - start
@@ -150,7 +152,10 @@ def chunked_linear_logprobs_forward(hidden: torch.Tensor, weight: torch.Tensor,
                 tile_sum = e.sum(1)
                 # e * y then torch's cascade sum: a [1, V] x [V, 1] bmm accumulates the whole
                 # row in one fp32 dot (rel. error 1e-5 at V = 151,936, entropy off by 4.6e-5)
-                tile_ylogy = e.mul_(z).sum(1)
+                e.mul_(z)
+                if tiles.minus_inf:   # -inf bias entries: e = 0, y = -inf -> 0, not NaN
+                    e.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+                tile_ylogy = e.sum(1)
             else:
                 z.exp_()
                 tile_sum = z.sum(1)
@@ -217,7 +222,7 @@ def chunked_linear_logprobs_backward(hidden: torch.Tensor, weight: torch.Tensor,
         chunk_rows, chunk_cols = plan_chunks(m, vocab, workspace_bytes=workspace_bytes,
                                              token_chunk=token_chunk, n_tiles=n_tiles,
                                              itemsize=torch.finfo(dtype).bits // 8)
-        tiles = _Tiles(chunk_rows, chunk_cols, n_tiles, dtype, device)
+        tiles = _Tiles(chunk_rows, chunk_cols, n_tiles, dtype, device, bias)
         bias_scaled = None if bias is None else bias.to(dtype) * inv_temp
         dh_acc = torch.empty(chunk_rows, hidden.shape[1], dtype=dtype, device=device)
         for start, stop in iter_chunks(m, chunk_rows):
@@ -300,6 +305,8 @@ def _backward_chunk_with_entropy(tiles, h, weight, bias_scaled, t, neg_lse, g_lo
         torch.add(z, ent, out=aux)                     # log p + entropy
         z.exp_()                                       # p
         aux.mul_(z)                                    # p (log p + entropy)
+        if tiles.minus_inf:                            # 0 * -inf at -inf bias entries -> 0
+            aux.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
         z.mul_(neg_g_logp)
         z.addcmul_(aux, neg_g_ent)                     # - g_l p - g_e p (log p + entropy)
         local, inside = _target_columns(t, v0, v1)

@@ -1,15 +1,15 @@
-"""Tile policy of the Triton kernels, in one place: the tile tables, the architecture and dot
-classes that index them, and the vocab-split rule that fills the GPU.
+"""Tile policy of the fused forward kernel (linear_logprobs' _fwd_kernel, also the no-grad
+path of linear_grpo_loss), in one place: the tile tables, the architecture and dot classes that
+index them, the autotune key's token-count class, the L2 grouping and the vocab-split rule that
+fills the GPU. (The row passes of the gradient path have their own fixed tiles,
+ops/head_rows.py:ROW_TILES; their GEMMs are cuBLAS.)
 
-Tile dimensions, one convention for both fused ops (the constexpr names of their kernels and
-of ops/logits_tile.py): BLOCK_N tokens x BLOCK_V vocabulary columns, BLOCK_H the hidden-size
-step of the GEMMs (linear_grpo_loss: BLOCK_H_GRAD in its gradient kernel); INPUT_PRECISION the
-tl.dot precision of fp32 inputs. linear_grpo_loss launches only its M counted tokens, in blocks
-of BLOCK_N of them.
+Tile dimensions (the constexpr names of the kernel and of ops/logits_tile.py): BLOCK_N tokens x
+BLOCK_V vocabulary columns, BLOCK_H the hidden-size step; INPUT_PRECISION the tl.dot precision
+of fp32 inputs.
 The tables record how they were chosen (compile checks for sm_80 / sm_90 with Triton 3.9.0,
-stepgrpo_fast/gpu/aot.py); the launchers (linear_logprobs.py, linear_grpo_loss.py) and the AOT
-launch registry (stepgrpo_fast/gpu/launches.py) read them from here. Torch only: imports
-without Triton.
+stepgrpo_fast/gpu/aot.py); the launcher (linear_logprobs.py) and the AOT launch registry
+(stepgrpo_fast/gpu/launches.py) read them from here. Torch only: imports without Triton.
 """
 from __future__ import annotations
 
@@ -37,22 +37,15 @@ INTERPRETER_BLOCKS = {"BLOCK_N": 64, "BLOCK_V": 1024, "BLOCK_H": 128}
 # tiles (8-24 B), hence only tiles clean at every flag set and both N cases; the TF32 backward at
 # 128x128x32 with 3 stages needs 192 KB of shared memory on sm_80. A new Triton can change all
 # of this: rerun the compile check. Every forward BLOCK_V divides AUTOTUNE_V_ALIGN.
+# 2026-12 (issue #30: grouped grid order, -inf guards): the TF32 tiles 64x256x64 w8 s2 (sm_90)
+# and 64x128x64 w4 s3 (sm_80) began to spill 8 B with entropy and were dropped.
 FWD_TILES = {
     ("sm90", "16bit"): ((64, 256, 64, 8, 3), (64, 256, 32, 8, 4), (64, 128, 32, 4, 4)),
-    ("sm90", "tf32"): ((64, 256, 32, 8, 3), (64, 256, 64, 8, 2), (64, 128, 32, 8, 3)),
+    ("sm90", "tf32"): ((64, 256, 32, 8, 3), (64, 128, 32, 8, 3)),
     ("sm90", "ieee"): ((64, 128, 32, 8, 3), (128, 64, 32, 8, 2), (64, 128, 16, 8, 2)),
     ("sm80", "16bit"): ((128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3)),
-    ("sm80", "tf32"): ((128, 128, 64, 8, 3), (64, 256, 32, 8, 3), (64, 128, 64, 4, 3)),
+    ("sm80", "tf32"): ((128, 128, 64, 8, 3), (64, 256, 32, 8, 3)),
     ("sm80", "ieee"): ((64, 128, 32, 8, 3), (128, 64, 32, 8, 2), (64, 128, 16, 8, 2)),
-}
-# The backward holds two [BLOCK_N, BLOCK_V] fp32 tiles (logits and dZ), hence narrower BLOCK_H.
-BWD_TILES = {
-    ("sm90", "16bit"): ((128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (64, 128, 32, 4, 3)),
-    ("sm90", "tf32"): ((128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3)),
-    ("sm90", "ieee"): ((64, 128, 16, 8, 2), (128, 64, 16, 8, 2)),
-    ("sm80", "16bit"): ((128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 2)),
-    ("sm80", "tf32"): ((128, 128, 32, 8, 2), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3)),
-    ("sm80", "ieee"): ((64, 128, 16, 8, 2), (128, 64, 16, 8, 2)),
 }
 ARCH_CLASSES = ("sm80", "sm90")
 DOT_CLASSES = ("16bit", "tf32", "ieee")
@@ -80,38 +73,29 @@ def tile_dict(shape: tuple) -> dict:
 
 
 def gpu_default_blocks(kind: str, arch: str, dot: str) -> dict:
-    """The fixed tile ("fwd" / "bwd") for an (architecture class, dot class) without autotune."""
-    table = {"fwd": FWD_TILES, "bwd": BWD_TILES}[kind]
-    return tile_dict(table[(arch, dot)][0])
+    """The fixed tile of the fused forward ("fwd") for an (architecture class, dot class)
+    without autotune."""
+    if kind != "fwd":
+        raise ValueError(f"only the fused forward has GPU tiles, got kind={kind!r}")
+    return tile_dict(FWD_TILES[(arch, dot)][0])
 
 
-# ------------------------------------------------------------------- linear_grpo_loss tiles
-# Interpreter tiles (and the base that ``blocks`` overrides off the GPU).
-DEFAULT_BLOCKS = {"BLOCK_N": 64, "BLOCK_V": 128, "BLOCK_H": 64, "BLOCK_H_GRAD": 32}
-# GPU tiles per dot class ("16bit": fp16/bf16; "ieee": fp32 -- this op ignores torch's TF32 switch),
-# the same on sm_80 and sm_90 (and the fallback for other GPUs). Chosen 2026-11-25 with Triton
-# 3.9.0 by compiling for sm_80 / sm_90 on a CPU machine (stepgrpo_fast/gpu/aot.py; re-checked by
-# tests/gpu/test_gpu_aot.py): no register spills (cuobjdump STACK 0) with or without
-# bias, shared memory within 163 KB (sm_80) / 227 KB (sm_90). 16-bit: the lse pass at BLOCK_H 64
-# uses ~254 registers without spilling; the gradient kernel spills at BLOCK_H 64, hence
-# BLOCK_H_GRAD 32. fp32 (FMA matmuls, operands in registers): BLOCK_H 64 spills 216-2000 B, so
-# BLOCK_H 16, and 2 pipeline stages for the gradient kernel (3 spill on sm_90 with a bias).
-GPU_BLOCKS = {
-    "16bit": {**DEFAULT_BLOCKS, "num_warps": 8, "num_stages": 3, "num_stages_grad": 3},
-    "ieee": {"BLOCK_N": 64, "BLOCK_V": 128, "BLOCK_H": 16, "BLOCK_H_GRAD": 16, "num_warps": 8,
-             "num_stages": 3, "num_stages_grad": 2},
-}
+# --------------------------------------------------------------------------- autotune keys
+def n_size_class(n: int) -> int:
+    """The autotune key's token-count class: 0 up to 1,024 tokens, 1 to 8,192, 2 to 65,536,
+    3 beyond (a config tuned on 64 tokens is not reused for 16,384)."""
+    return sum(n > bound for bound in (1024, 8192, 65536))
 
 
-def gpu_blocks(dtype: torch.dtype) -> dict:
-    """The GPU tiles and launch options of ``linear_grpo_loss_triton`` for an input dtype."""
-    return dict(GPU_BLOCKS["16bit" if dtype in (torch.float16, torch.bfloat16) else "ieee"])
+L2_GROUP_BYTES = 16 * 2**20   # h rows a group of token blocks keeps in L2 (H100: 50 MB L2)
 
 
-def token_coef_warps(block: int) -> int:
-    """Warps of ``_token_coef_kernel`` for a BLOCK of tokens: 8 at 1024 (with 4, sm_80 spills
-    8 B with old and reference log-probs at M % 16 == 0; Triton 3.9.0), else 4."""
-    return 8 if block >= 1024 else 4
+def group_tokens(h: int, itemsize: int) -> int:
+    """Tokens whose hidden rows (h x itemsize bytes each) fill L2_GROUP_BYTES, as a multiple
+    of 256 (at least 256): the fused forward sweeps the vocabulary with this many tokens at
+    once, so h is read from HBM about once and W once per group."""
+    tokens = L2_GROUP_BYTES // max(1, h * itemsize)
+    return max(256, tokens - tokens % 256)
 
 
 # ------------------------------------------------------------------------------- vocab splits

@@ -35,6 +35,8 @@ def test_peak_table_by_device_name():
     assert bench.peak_bf16_tflops("NVIDIA GeForce RTX 4090") is None
     assert bench.model_flops(2, 3, 5) == 6 * 2 * 3 * 5
     assert bench.executed_flops("ours", 2, 3, 5) == 8 * 2 * 3 * 5
+    assert bench.executed_flops("ours", 2, 3, 5, "linear_logprobs") == 8 * 2 * 3 * 5
+    assert bench.executed_flops("ours", 2, 3, 5, "linear_grpo_loss") == 6 * 2 * 3 * 5
 
 
 @pytest.mark.parametrize("op", linear_ops.OPS)
@@ -67,7 +69,8 @@ def test_benchmark_rows_and_report_on_cpu(tmp_path):
         assert math.isclose(r["model_tflops"], want, rel_tol=1e-9)
         assert r["pct_peak"] is None                    # no peak for a CPU
     ours = [r for r in rows if r["provider"] == "ours"]
-    assert all(r["executed_tflops"] == pytest.approx(r["model_tflops"] * 8 / 6) for r in ours)
+    assert all(r["executed_tflops"] == pytest.approx(
+        r["model_tflops"] * (8 if r["op"] == "linear_logprobs" else 6) / 6) for r in ours)
 
     write_report(tmp_path, device_info(torch, "cpu"), None, rows)
     report = json.loads((tmp_path / "report.json").read_text())

@@ -228,13 +228,26 @@ def test_triton_on_gpu_matches_cpu_fp32(dtype):
 
 
 def test_cpu_bfloat16_inputs_close_to_fp32():
+    """bf16 inputs vs fp32 on the SAME bf16-rounded inputs, at ~3x the measured error.
+    Measured (2026-12, this CPU, seed 11): loss rel 5.0e-4, dH 5.3e-3, dW 3.4e-3 (the GEMMs run
+    in bf16 here); budgets 1.5e-3 / 1.6e-2. The reference log-probs sit ~2 nats off, so the KL
+    term moves the loss by 4.7e-2 and the gradients by 4.6e-2: an op that dropped it fails."""
     p = make_problem(b=2, t=5, h=64, v=257, seed=11, with_bias=False)
+    p["ref"] = p["ref"] - 2.0
+    for key in ("hidden", "weight"):
+        p[key] = p[key].to(torch.bfloat16).double()     # the fp32 run sees the bf16 values
     want, want_g, _ = run(p, dtype=torch.float32, impl="torch")
     got, got_g, _ = run(p, dtype=torch.bfloat16, impl="torch")
     assert got.dtype == torch.float32 and all(g.dtype == torch.bfloat16 for g in got_g)
-    assert abs(float(got) - float(want)) <= 3e-2 * max(1.0, abs(float(want)))
-    for g, w in zip(got_g, want_g):
-        assert rel_err(g, w) < 5e-2  # GEMMs run in bf16 on this path
+    loss_tol, grad_tol = 1.5e-3, 1.6e-2
+
+    def within(loss, grads):
+        return (abs(float(loss) - float(want)) <= loss_tol * max(1.0, abs(float(want)))
+                and all(rel_err(g, w) < grad_tol for g, w in zip(grads, want_g)))
+
+    assert within(got, got_g)
+    no_kl, no_kl_g, _ = run(p, dtype=torch.float32, impl="torch", with_ref=False)
+    assert not within(no_kl, no_kl_g)           # the budget is tight enough to see the KL term
 
 
 def test_retained_graph_gives_the_same_gradients_twice():
