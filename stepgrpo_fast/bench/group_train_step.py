@@ -241,3 +241,119 @@ def run_group(s: TrainSettings, device: str = "cpu", log=print, work: Path | Non
             log(f"  train_step {name:14s} p50 {t['p50_s']:.3f} s/step  {tokens_per_s:8.1f} tok/s"
                 + (f"  peak {peaks[name] / 2**20:.1f} MB" if name in peaks else ""))
         return rows
+
+
+# ------------------------------------------------------------------------- shared prompt
+@dataclass(frozen=True)
+class SharedPromptSettings:
+    """share_prompt true vs false on a real-width Qwen2-VL-2B shape (2 decoder layers, 2 vision
+    blocks, vocab 151,936, fp32), one prompt with one image of ``image_tokens`` tokens, G
+    completions of at most ``max_new_tokens``; every parameter but the (tied) embedding trains."""
+
+    image_tokens: tuple[int, ...] = (256, 512)
+    generations: tuple[int, ...] = (4, 8)
+    max_new_tokens: int = 8
+    steps: int = 2               # the last one is timed (the first warms up)
+    memory: bool = False         # one more 1-step run per case under the profiler
+
+
+SHARED_TRAIN_ONLY = [r"language_model\.layers\.", r"language_model\.norm\.", r"visual\."]
+
+
+def build_shared_assets(work: Path, image_tokens: int) -> dict:
+    """The real-shaped checkpoint (its pixel budget = one 448 x (448 * k) image, k = tokens/256)
+    and a one-record RL file with that image."""
+    from PIL import Image
+
+    from stepgrpo_fast.synthetic.real_shapes import build_real_shaped_checkpoint
+
+    if image_tokens % 256:
+        raise ValueError(f"image_tokens must be a multiple of 256, got {image_tokens}")
+    width, height = 448 * (image_tokens // 256), 448  # 14-px patches, 2 x 2 merged
+    ckpt = build_real_shaped_checkpoint(
+        work / f"qwen2_vl_real_{image_tokens}", "qwen2_vl", num_layers=2, vision_depth=2,
+        min_pixels=width * height, max_pixels=width * height,
+    )
+    data = work / f"rl_{image_tokens}"
+    data.mkdir(exist_ok=True)
+    gen = torch.Generator().manual_seed(image_tokens)
+    pixels = torch.randint(0, 256, (height, width, 3), generator=gen, dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save(data / "image.png")
+    record = {"image": "image.png", "question": "What is the sum of the two numbers in the "
+              "image? The numbers are 1 and 5.", "solution": "6", "key_steps": [["1 + 5 = 6"]]}
+    (data / "rl.jsonl").write_text(json.dumps(record) + "\n")
+    return {"ckpt": ckpt, "rl": data / "rl.jsonl", "pixels": width * height}
+
+
+def run_shared_case(assets: dict, generations: int, share: bool, out: Path, steps: int,
+                    max_new_tokens: int) -> dict:
+    """One run; the last step's metrics.jsonl row (step_time and the time_* phases)."""
+    from stepgrpo_fast.trainer.config import StepGRPOConfig
+    from stepgrpo_fast.trainer.loop import run_stepgrpo
+
+    config = StepGRPOConfig(
+        model_name_or_path=str(assets["ckpt"]), train_data=str(assets["rl"]),
+        output_dir=str(out), num_generations=generations, max_new_tokens=max_new_tokens,
+        per_device_batch_size=1, max_steps=steps, learning_rate=LEARNING_RATE, save_steps=0,
+        save_total_limit=1, sample_log_steps=0, progress_bar=False, seed=0, beta=BETA,
+        temperature=TEMPERATURE, loss_type="grpo", reward_mode="paper", dtype="float32",
+        attn_implementation="sdpa", min_pixels=assets["pixels"], max_pixels=assets["pixels"],
+        train_only=SHARED_TRAIN_ONLY, share_prompt=share,
+    )
+    run_stepgrpo(config)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return rows[-1]
+
+
+SHARED_TIMES = ("step_time", "time_rollout", "time_reference", "time_update")
+
+
+def run_shared_prompt(s: SharedPromptSettings, log=print, work: Path | None = None) -> list[dict]:
+    """Rows: per (image tokens, G) the shared and the repeated layout side by side, in one
+    process, alternating; the shared row's note gives the ratios shared / repeated."""
+    rows = []
+    with contextlib.ExitStack() as stack:
+        if work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_share_")))
+        stack.enter_context(_quiet_progress_bars())
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        for tokens in s.image_tokens:
+            assets = build_shared_assets(work, tokens)
+            for g in s.generations:
+                got = {}
+                for share in (False, True):
+                    out = work / f"run_{tokens}_{g}_{share}"
+                    got[share] = run_shared_case(assets, g, share, out, s.steps, s.max_new_tokens)
+                    if s.memory:
+                        got[share]["peak_bytes"] = peak_memory_bytes(
+                            lambda share=share, out=out: run_shared_case(
+                                assets, g, share, out.with_name(out.name + "_mem"), 1,
+                                s.max_new_tokens))
+                    log(f"  shared_prompt {tokens} image tokens G={g} share={share}: "
+                        + " ".join(f"{k} {got[share][k]:.2f}" for k in SHARED_TIMES))
+                ratios = {k: got[True][k] / got[False][k] for k in SHARED_TIMES}
+                ratios["reference+update"] = (
+                    (got[True]["time_reference"] + got[True]["time_update"])
+                    / (got[False]["time_reference"] + got[False]["time_update"]))
+                log("  shared / repeated: " + " ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+                for share in (True, False):
+                    r = got[share]
+                    rows.append(make_row(
+                        group="train_step", op="stepgrpo_step_shared_prompt", mode="step",
+                        provider="shared" if share else "repeated", status="ok", B=1,
+                        T=s.max_new_tokens, H=1536, V=151936, N=g, dtype="float32",
+                        shape=f"real-width qwen2_vl 2+2 layers, {tokens} image tokens, G={g}",
+                        repeats=1, p50_s=r["step_time"], peak_bytes=r.get("peak_bytes", ""),
+                        note=" ".join(f"{k}={r[k]:.2f}s" for k in SHARED_TIMES[1:])
+                        + (" ratios " + " ".join(f"{k}={v:.3f}" for k, v in ratios.items())
+                           if share else "")))
+    return rows
+
+
+if __name__ == "__main__":  # python -m stepgrpo_fast.bench.group_train_step [tokens] [G,...]
+    import sys
+
+    args = [tuple(int(x) for x in a.split(",")) for a in sys.argv[1:3]]
+    settings = SharedPromptSettings(*args)
+    print(json.dumps(run_shared_prompt(settings), indent=1))
