@@ -80,7 +80,7 @@ def image_size(src: Any) -> tuple[int, int]:
         img = _open(src)
         try:
             width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            orientation = _orientation(img)
         finally:
             if img is not src:
                 img.close()
@@ -91,6 +91,21 @@ def image_size(src: Any) -> tuple[int, int]:
     except Exception as err:  # PIL raises many types for unreadable headers
         raise ImageDecodeError(f"cannot read image {describe(src)} ({err})") from err
     return (height, width) if orientation in _TRANSPOSING else (width, height)
+
+
+def _orientation(img) -> int:
+    """The EXIF orientation from the header. A PNG's getexif() decodes the whole image (an eXIf
+    chunk may follow the pixel data), so for PNG only a chunk before the pixels is read."""
+    from PIL import Image
+
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(0x0112, 1)
+    return img.getexif().get(0x0112, 1)
 
 
 def resized_size(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:

@@ -69,6 +69,9 @@ def test_exif_orientation_applied():
     assert upright.size == (20, 40)
     r, g, b = upright.getpixel((10, 2))  # the left strip is now on top
     assert r > 200 and b < 60
+    png = io.BytesIO()
+    img.save(png, format="PNG", exif=exif)  # eXIf before the pixels: read from the header
+    assert image_size(png.getvalue()) == (20, 40) and load_image(png.getvalue()).size == (20, 40)
 
 
 def test_truncated_and_unreadable_fail_with_the_source_named(tmp_path):
