@@ -125,8 +125,8 @@ class Run:
 
     def _preempted(self, step: int, signum: int) -> None:
         """Close the logs, print the one line, raise Preempted (exit status 128 + signum)."""
+        self.logger.close()  # still under our handlers: a launcher's follow-up SIGTERM waits
         self.control.restore()
-        self.logger.close()
         checkpoint = self.last_saved if step > 0 else None
         where = f"{checkpoint} holds step {step}" if checkpoint else "no step had completed"
         exc = preemption.Preempted(signum, step, checkpoint)
