@@ -105,3 +105,17 @@ def test_stepgrpo_and_eval_on_an_easyr1_parquet(tmp_path, tiny_rl_config):
     assert summary["steps"] == 2 and summary["eval"]["num_examples"] == 4.0
     lines = (tmp_path / "out" / "eval_predictions.jsonl").read_text().splitlines()
     assert [json.loads(line)["source"] for line in lines] == [f"{data}:row {k}" for k in range(4)]
+
+
+def test_sft_on_sharegpt_with_several_and_no_images(tmp_path, tiny_ckpt):
+    from layout_files import write_sharegpt_json
+    from stepgrpo_fast.trainer.config import SFTConfig
+    from stepgrpo_fast.trainer.loop import run_sft
+
+    items = sample_items(4, images_per_item=(2, 0, 1))  # two, none, one, two images
+    data = write_sharegpt_json(tmp_path / "mulberry.json", items)
+    summary = run_sft(SFTConfig(model_name_or_path=str(tiny_ckpt), train_data=str(data),
+                                output_dir=str(tmp_path / "out"), per_device_batch_size=4,
+                                max_steps=1, save_steps=0, progress_bar=False))
+    metrics = summary["metrics"]
+    assert summary["steps"] == 1 and metrics["loss"] > 0 and metrics["skipped_records"] == 0.0
