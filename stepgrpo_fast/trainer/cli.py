@@ -76,8 +76,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data", required=True,
-        help="JSON / JSONL records (docs/METHOD.md section 5; with --format: the benchmark's "
-        "own records, e.g. MathVista testmini)",
+        help="records: JSON / JSONL, Parquet file or folder, a save_to_disk folder or a hub id, "
+        "in any layout of docs/data.md (with --format: the benchmark's own records, e.g. "
+        "MathVista testmini)",
+    )
+    parser.add_argument(
+        "--column-map", nargs="+", default=None, metavar="FIELD=COLUMN",
+        help="without --format: the data's columns for our fields, e.g. question=query "
+        "solution=gt image=img key_steps=steps (default: the map saved with the model, if any)",
     )
     parser.add_argument(
         "--format", dest="benchmark_format", choices=("mathvista", "mcq", "open"), default=None,
@@ -228,6 +234,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 device=args.device,
                 max_pixels=args.max_pixels,
                 prompt_template=args.prompt_template,
+                column_map=args.column_map,
             )
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -101,3 +101,23 @@ def test_unknown_saved_template_names_the_file(tiny_ckpt, synthetic_data, tmp_pa
         trained_prompt_template(model_dir)
     with pytest.raises(ValueError, match="prompt_template must be one of"):
         _run(model_dir, synthetic_data, prompt_template="chatml")
+
+
+def test_cli_eval_column_map_reads_other_columns(tiny_ckpt, synthetic_data, tmp_path, capsys):
+    """`stepgrpo eval --column-map question=query ...` evaluates a file whose columns have other
+    names; without the map the same file is refused naming the missing field."""
+    src = [json.loads(line) for line in open(synthetic_data["eval"])][:2]
+    renamed = tmp_path / "renamed.jsonl"
+    base = synthetic_data["eval"].parent
+    with open(renamed, "w") as f:
+        for r in src:
+            f.write(json.dumps({"query": r["question"], "gt": r["solution"],
+                                "img": str((base / r["image"]).resolve()),
+                                "steps": r["key_steps"]}) + "\n")
+    argv = ["eval", "--model", str(tiny_ckpt), "--data", str(renamed), "--max-new-tokens", "4",
+            "--device", "cpu"]
+    assert cli.main([*argv, "--column-map", "question=query", "solution=gt", "image=img",
+                     "key_steps=steps"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_examples"] == 2
+    assert cli.main(argv) != 0
+    assert "renamed.jsonl:1" in capsys.readouterr().err
