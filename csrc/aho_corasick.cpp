@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <stdexcept>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace stepgrpo {
 
 AhoCorasick::AhoCorasick(const std::vector<std::string>& patterns,
@@ -13,7 +17,7 @@ AhoCorasick::AhoCorasick(const std::vector<std::string>& patterns,
 }
 
 void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, std::size_t count,
-                        int num_groups, int num_events) {
+                        int num_groups, int num_events, bool word_boundaries) {
     if (num_groups < 0 || num_events < 0)
         throw std::invalid_argument("AhoCorasick: num_groups and num_events must be >= 0");
     num_groups_ = num_groups;
@@ -22,6 +26,8 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
     nodes_.clear();
     out_group_.clear();
     out_next_.clear();
+    out_space_at_.clear();
+    after_space_only_ = word_boundaries && count > 0;
     std::size_t capacity = 1;
     for (std::size_t i = 0; i < count; ++i) capacity += patterns[i].size();
     nodes_.reserve(capacity);
@@ -44,7 +50,11 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
             continue;
         }
         if (group < num_groups) findable[group] = 1;
-        const unsigned char first = static_cast<unsigned char>(patterns[i][0]);
+        const bool strip = word_boundaries && patterns[i].size() > 1 && patterns[i][0] == ' ';
+        after_space_only_ = after_space_only_ && strip;
+        const std::string& pattern = patterns[i];
+        const std::size_t from = strip ? 1 : 0;
+        const unsigned char first = static_cast<unsigned char>(pattern[from]);
         std::int32_t v = root_next_[first];
         if (v == 0) {
             v = static_cast<std::int32_t>(nodes_.size());
@@ -53,8 +63,8 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
             root_next_[first] = v;
             root_children_.push_back(v);
         }
-        for (std::size_t pos = 1; pos < patterns[i].size(); ++pos) {
-            const unsigned char b = static_cast<unsigned char>(patterns[i][pos]);
+        for (std::size_t pos = from + 1; pos < pattern.size(); ++pos) {
+            const unsigned char b = static_cast<unsigned char>(pattern[pos]);
             std::int32_t prev = -1, c = nodes_[v].first_child;
             while (c >= 0 && nodes_[c].byte < b) {
                 prev = c;
@@ -70,10 +80,13 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
             }
             v = c;
         }
+        const std::uint32_t space_at = strip ? static_cast<std::uint32_t>(pattern.size()) : 0;
         bool known = false;
-        for (std::int32_t o = nodes_[v].out_head; o >= 0 && !known; o = out_next_[o]) known = out_group_[o] == group;
+        for (std::int32_t o = nodes_[v].out_head; o >= 0 && !known; o = out_next_[o])
+            known = out_group_[o] == group && out_space_at_[o] == space_at;
         if (!known) {
             out_group_.push_back(group);
+            out_space_at_.push_back(space_at);
             out_next_.push_back(nodes_[v].out_head);
             nodes_[v].out_head = static_cast<std::int32_t>(out_group_.size()) - 1;
         }
@@ -131,9 +144,12 @@ void AhoCorasick::begin(Scan& scan) const {
     scan.found_count = static_cast<int>(std::count(scan.found.begin(), scan.found.end(), 1));
 }
 
-bool AhoCorasick::report(Scan& scan, std::int32_t node, std::size_t end) const {
+bool AhoCorasick::report(Scan& scan, std::int32_t node, const unsigned char* piece,
+                         std::size_t end) const {
     for (std::int32_t o = nodes_[node].out_link; o >= 0; o = nodes_[nodes_[o].fail].out_link) {
         for (std::int32_t k = nodes_[o].out_head; k >= 0; k = out_next_[k]) {
+            const std::uint32_t space_at = out_space_at_[k];  // the pattern's length with its ' '
+            if (space_at != 0 && (end < space_at || piece[end - space_at] != ' ')) continue;
             const std::int32_t g = out_group_[k];
             if (g >= num_groups_) {
                 scan.events.push_back(Event{g - num_groups_, static_cast<std::uint32_t>(end)});
@@ -169,6 +185,28 @@ void AhoCorasick::set_bigram(unsigned char b, unsigned char c) {
         }
 }
 
+// First k >= from (from >= 1) with p[k - 1] == ' ' and hit(k), k + 1 < size; size if none.
+template <class Hit>
+std::size_t next_after_space(const unsigned char* p, std::size_t from, std::size_t size, Hit&& hit) {
+    std::size_t k = from;
+#if defined(__SSE2__)
+    const __m128i space = _mm_set1_epi8(' ');
+    while (k + 16 < size) {
+        const __m128i before = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k - 1));
+        unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(before, space)));
+        while (mask != 0) {
+            const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
+            if (hit(j)) return j;
+            mask &= mask - 1;
+        }
+        k += 16;
+    }
+#endif
+    for (; k + 1 < size; ++k)
+        if (p[k - 1] == ' ' && hit(k)) return k;
+    return size;
+}
+
 template <bool kLower>
 bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const {
     auto byte_at = [p](std::size_t i) -> unsigned char { return kLower ? ascii_lower(p[i]) : p[i]; };
@@ -178,10 +216,17 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
         if (node == 0) {
             // Root skip (see the header): stay at the root until a bigram may start a pattern.
             // The filter holds every case variant, so raw bytes are tested without lower-casing.
-            while (i + 1 < size) {
-                const unsigned bits = bigram_index(p[i], p[i + 1]);
-                if (bigram_[bits >> 6] >> (bits & 63) & 1) break;
-                ++i;
+            auto hit = [this, p](std::size_t k) -> std::uint64_t {
+                const unsigned bits = bigram_index(p[k], p[k + 1]);
+                return bigram_[bits >> 6] >> (bits & 63) & 1;
+            };
+            if (after_space_only_) {
+                // Only a byte right after a ' ' can start a reportable match (and never the last
+                // byte: a stored pattern is a word byte plus at least its closing ' ').
+                i = next_after_space(p, std::max<std::size_t>(i, 1), size, hit);
+                if (i >= size) break;
+            } else {
+                while (i + 1 < size && !hit(i)) ++i;
             }
             // Either a bigram hit at i, or i is the last byte of this piece: take the real step.
             node = root_next_[byte_at(i)];
@@ -189,7 +234,7 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
             node = step(node, byte_at(i));
         }
         ++i;
-        if (nodes_[node].out_link >= 0 && report(scan, node, i)) {
+        if (nodes_[node].out_link >= 0 && report(scan, node, p, i)) {
             scan.node = node;
             return true;
         }

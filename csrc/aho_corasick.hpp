@@ -7,6 +7,12 @@
 // children in a byte-sorted sibling list and fall back along failure links. The whole trie lives
 // in one flat node array, so building one for a few dozen key-step forms costs a few microseconds.
 //
+// Word boundaries (paper mode's normal forms, where a space precedes every word token): with
+// `word_boundaries`, a pattern that starts with ' ' is stored without it and only counts where
+// the text has a ' ' just before the occurrence -- the same matches, but the bigram filter below
+// sees the pattern's first two real bytes instead of the very common "space + letter". When every
+// pattern is such, the root skip only tests the bytes that follow a space.
+//
 // Root skip: while at the root, a byte b followed by c can only lead anywhere if some pattern
 // starts with the two bytes "bc" (or is the single byte "b"); a 65,536-bit bigram filter lets the
 // scan stay at the root otherwise. That is exact: from the depth-1 node for b, a byte c with no
@@ -31,7 +37,7 @@ public:
                 int num_groups);
     // (Re)builds the automaton from the first `count` patterns, reusing this object's memory.
     void build(const std::string* patterns, const int* pattern_groups, std::size_t count,
-               int num_groups, int num_events = 0);
+               int num_groups, int num_events = 0, bool word_boundaries = false);
 
     int num_groups() const { return num_groups_; }
     int num_events() const { return num_events_; }
@@ -68,7 +74,7 @@ private:
     };
     std::int32_t child(std::int32_t node, unsigned char byte) const;
     std::int32_t step(std::int32_t node, unsigned char byte) const;
-    bool report(Scan& scan, std::int32_t node, std::size_t end) const;
+    bool report(Scan& scan, std::int32_t node, const unsigned char* piece, std::size_t end) const;
     template <bool kLower>
     bool feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const;
     void set_bigram(unsigned char first, unsigned char second);
@@ -77,6 +83,7 @@ private:
     int num_events_ = 0;
     int num_findable_ = 0;
     int done_target_ = 0;  // found_count at which a scan is done
+    bool after_space_only_ = false;  // every pattern needs a ' ' before it (word_boundaries)
     std::vector<std::uint8_t> always_found_;  // per group: has an empty pattern
     std::int32_t root_next_[256] = {};
     // bit (b | c << 8): some pattern starts with "bc" (in any ASCII case), or "b" alone is a
@@ -86,6 +93,7 @@ private:
     std::vector<Node> nodes_;
     std::vector<std::int32_t> out_group_;
     std::vector<std::int32_t> out_next_;
+    std::vector<std::uint32_t> out_space_at_;  // 0, or 1 + the stored length: needs a ' ' there
     std::vector<std::uint8_t> findable_scratch_;  // build-time buffers kept for reuse
     std::vector<std::int32_t> queue_scratch_;
     std::vector<std::int32_t> root_children_;

@@ -88,7 +88,7 @@ void CompiledKeySteps::assign(const KeyStepSets& sets, std::size_t set, Mode mod
         }
     }
     automaton_.build(patterns_.data(), pattern_groups_.data(), count, static_cast<int>(num_groups),
-                     static_cast<int>(num_equations_));
+                     static_cast<int>(num_equations_), mode == Mode::kPaper);
 }
 
 double match_one(Bytes text, const CompiledKeySteps& key_steps, Mode mode, MatchScratch& scratch) {
@@ -102,15 +102,16 @@ double match_one(Bytes text, const CompiledKeySteps& key_steps, Mode mode, Match
         segment_sections(text, scratch.sections);
         for (const Section& s : scratch.sections) {
             if (s.kind != kStep) continue;
-            normalise_into(text.substr(s.body_begin, s.body_end - s.body_begin), scratch.normalised,
+            normalise_into(text.substr(s.body_begin, s.body_end - s.body_begin), scratch.normal,
                            num_eq > 0 ? &scratch.glued : nullptr);
+            const Bytes body = scratch.normal.view();
             ac.reset_node(scan);  // bodies are searched separately
             scan.events.clear();
             // done: every group found by a plain form (k = 1 whatever the equations say)
-            if (ac.feed(scan, scratch.normalised.data(), scratch.normalised.size(), false)) break;
+            if (ac.feed(scan, body.data(), body.size(), false)) break;
             if (!scan.events.empty())
-                judge_equations(scratch.normalised, scratch.glued, scan.events, key_steps.equations(),
-                                scratch.verdicts, scratch.ends);
+                judge_equations(body, scratch.glued, scan.events, key_steps.equations(), scratch.verdicts,
+                                scratch.ends);
         }
         for (std::size_t e = 0; e < num_eq; ++e) {
             const int g = key_steps.equations()[e].group;

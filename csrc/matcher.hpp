@@ -16,6 +16,7 @@
 
 #include "aho_corasick.hpp"
 #include "equations.hpp"
+#include "normalise.hpp"
 #include "sections.hpp"
 
 namespace stepgrpo {
@@ -85,7 +86,8 @@ private:
 struct MatchScratch {
     std::vector<Section> sections;
     std::vector<Span> spans;
-    std::string normalised;  // paper: a normalised body; official: a lower-cased body
+    std::string normalised;  // official: a lower-cased body
+    NormalisedText normal;   // paper: a normalised body
     std::vector<std::uint32_t> glued;    // paper: glued positions of the normalised body
     std::vector<std::uint8_t> verdicts;  // paper: per equation form (equations.hpp)
     std::vector<std::uint32_t> ends;

@@ -1,5 +1,9 @@
 #include "normalise.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace stepgrpo {
 namespace {
 
@@ -32,7 +36,7 @@ bool is_bare_frac(Bytes text, std::size_t i) {
     return j < n && text[j] == '{';
 }
 
-enum ByteClass : unsigned char { kLetter, kDigit, kDropped, kSymbol, kBackslash, kHigh, kOpen, kClose };
+enum ByteClass : unsigned char { kLetter, kDropped, kDigit, kSymbol, kBackslash, kHigh, kOpen, kClose };
 
 struct ByteClassTable {
     unsigned char cls[256];
@@ -107,20 +111,66 @@ std::size_t high_unit(Bytes text, std::size_t i, UnitClass& cls) {
     return len;
 }
 
+#if defined(__SSE2__)
+// Copies 16-byte blocks of a letter run while a block holds only ASCII letters and single spaces
+// between words, with no 'f' starting a word (a possible bare "frac"): there the normal form is the
+// lower-cased text itself. text[i - 1] must exist. Returns false when the last copied block ended
+// with a space (the letter run is closed), true otherwise.
+bool copy_letter_blocks(Bytes text, std::size_t& i, char*& w) {
+    const __m128i space = _mm_set1_epi8(' ');
+    const __m128i case_bit = _mm_set1_epi8(0x20);
+    const __m128i a = _mm_set1_epi8('a');
+    const __m128i z_minus_a = _mm_set1_epi8('z' - 'a');
+    const __m128i f = _mm_set1_epi8('f');
+    bool open = true;
+    while (i + 16 <= text.size()) {
+        const __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i));
+        const __m128i before = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i - 1));
+        const __m128i lower = _mm_or_si128(block, case_bit);
+        const __m128i offset = _mm_sub_epi8(lower, a);
+        const __m128i letter = _mm_cmpeq_epi8(_mm_min_epu8(offset, z_minus_a), offset);
+        const __m128i is_space = _mm_cmpeq_epi8(block, space);
+        const __m128i after_space = _mm_cmpeq_epi8(before, space);
+        const __m128i bad = _mm_or_si128(_mm_and_si128(is_space, after_space),
+                                         _mm_and_si128(_mm_cmpeq_epi8(lower, f), after_space));
+        if (_mm_movemask_epi8(_mm_or_si128(letter, is_space)) != 0xFFFF || _mm_movemask_epi8(bad) != 0)
+            break;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(w), lower);
+        w += 16;
+        i += 16;
+        open = text[i - 1] != ' ';
+        if (!open) break;
+    }
+    return open;
+}
+#endif
+
 }  // namespace
 
+char* NormalisedText::prepare(std::size_t capacity) {
+    if (buffer_.size() < capacity + 1) buffer_.resize(capacity + capacity / 2 + 64);
+    buffer_[0] = '\0';
+    return buffer_.data() + 1;
+}
+
 void normalise_into(Bytes text, std::string& out, std::vector<std::uint32_t>* glued) {
+    NormalisedText buffer;
+    normalise_into(text, buffer, glued);
+    out.assign(buffer.view().data(), buffer.view().size());
+}
+
+void normalise_into(Bytes text, NormalisedText& target, std::vector<std::uint32_t>* glued) {
     const std::size_t n = text.size();
     if (glued != nullptr) glued->clear();
-    // Every input byte emits at most three bytes (a one-digit number: " 1 ").
-    out.resize(3 * n + 2);
-    char* const begin = out.data();
+    // Every input byte emits at most three bytes (a one-digit number: " 1 "); begin[-1] is a
+    // guard byte that is not a space.
+    char* const begin = target.prepare(3 * n + 2);
     char* w = begin;
     bool in_letters = false;     // a letter run is open (its closing space not yet written)
     bool close_pending = false;  // the last kept token was '}'
     std::size_t last_number_end = static_cast<std::size_t>(-1);
     auto open_word = [&] {
-        if (w == begin || w[-1] != kSep) *w++ = kSep;
+        if (w[-1] != kSep) *w++ = kSep;
     };
     auto end_letters = [&] {
         if (in_letters) {
@@ -154,10 +204,29 @@ void normalise_into(Bytes text, std::string& out, std::vector<std::uint32_t>* gl
                     continue;
                 }
                 start_letters(i);
-                do {
-                    *w++ = kTable.lower[static_cast<unsigned char>(text[i])];
-                    ++i;
-                } while (i < n && kTable.cls[static_cast<unsigned char>(text[i])] == kLetter);
+                for (;;) {
+#if defined(__SSE2__)
+                    if (i > 0 && !copy_letter_blocks(text, i, w)) {
+                        in_letters = false;  // the block ended with the space after a word
+                        break;
+                    }
+                    if (i == n || kTable.cls[static_cast<unsigned char>(text[i])] != kLetter) break;
+#endif
+                    do {
+                        *w++ = kTable.lower[static_cast<unsigned char>(text[i])];
+                        ++i;
+                    } while (i < n && kTable.cls[static_cast<unsigned char>(text[i])] == kLetter);
+                    // The common "word word": one space, then a letter that cannot start a bare
+                    // "frac" (nor be glued: a letter run precedes it) -- one separator, go on.
+                    if (i + 1 < n && text[i] == ' ' &&
+                        kTable.cls[static_cast<unsigned char>(text[i + 1])] == kLetter &&
+                        (text[i + 1] | 0x20) != 'f') {
+                        *w++ = kSep;
+                        ++i;
+                        continue;
+                    }
+                    break;
+                }
                 continue;
             }
             case kDigit: {
@@ -224,7 +293,7 @@ void normalise_into(Bytes text, std::string& out, std::vector<std::uint32_t>* gl
         }
     }
     end_letters();
-    out.resize(static_cast<std::size_t>(w - begin));
+    target.set_size(static_cast<std::size_t>(w - begin));
 }
 
 }  // namespace stepgrpo

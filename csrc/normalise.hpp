@@ -32,9 +32,22 @@ namespace stepgrpo {
 
 constexpr char kSep = ' ';
 
-// Writes normalise(text) to `out` (cleared first). With `glued`, also the positions in `out`
-// where a letter run starts right after a number that directly precedes it in `text` ("2x", not
-// "2 x"), in increasing order.
+// A reusable output buffer: grows when needed, never shrinks, never re-clears its memory.
+class NormalisedText {
+public:
+    Bytes view() const { return Bytes(buffer_.data() + 1, size_); }
+    char* prepare(std::size_t capacity);  // room for `capacity` bytes, after one guard byte
+    void set_size(std::size_t size) { size_ = size; }
+
+private:
+    std::vector<char> buffer_;  // buffer_[0] is a guard byte (never a space)
+    std::size_t size_ = 0;
+};
+
+// Writes normalise(text) to `out`. With `glued`, also the positions in the output where a letter
+// run starts right after a number that directly precedes it in `text` ("2x", not "2 x"), in
+// increasing order.
+void normalise_into(Bytes text, NormalisedText& out, std::vector<std::uint32_t>* glued = nullptr);
 void normalise_into(Bytes text, std::string& out, std::vector<std::uint32_t>* glued = nullptr);
 
 inline std::string normalise(Bytes text) {
