@@ -51,7 +51,8 @@ def _run(cmd):
 
 def _metrics(out):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
+            for r in rows]
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_rl_config):
