@@ -20,6 +20,8 @@ Providers:
     liger  linear_logprobs: LigerFusedLinearCrossEntropyLoss (logp = -CE; Triton only, so it is
            recorded as unavailable on a CPU); linear_grpo_loss: LigerFusedLinearGRPOLoss
            (compiled=False on the CPU, compiled on CUDA)
+    cce    linear_logprobs only: Cut Cross-Entropy's linear_cross_entropy (logp = -CE; CUDA,
+           when ``cut_cross_entropy`` is installed); not in PROVIDERS (gpu_validate asks for it)
     bare_matmuls  the floor: z = h W^T (fwd), z W and z^T h (bwd), nothing else
 The log-prob backward seeds every provider with d(sum logp) = 1 per token.
 """
@@ -168,6 +170,19 @@ def _liger(case: LinearCase, x: dict) -> Provider:
     return Provider(forward, _scalar_backward, _clear(x), grads_in_forward=True)
 
 
+def _cce(case: LinearCase, x: dict) -> Provider:
+    """Cut Cross-Entropy (apple/ml-cross-entropy, ``pip install cut-cross-entropy``): log-probs
+    only (logp = -CE, summed); it has no GRPO loss."""
+    if case.op != "linear_logprobs":
+        raise NotImplementedError("CCE has no fused GRPO loss (log-probs only)")
+    from cut_cross_entropy import linear_cross_entropy
+
+    def forward():
+        return -linear_cross_entropy(x["hidden"].reshape(-1, case.h), x["weight"],
+                                     x["targets"].reshape(-1), reduction="sum")
+    return Provider(forward, _scalar_backward, _clear(x))
+
+
 def _bare(case: LinearCase, x: dict) -> Provider:
     h = x["hidden"].detach().reshape(-1, case.h)
     w = x["weight"].detach()
@@ -181,12 +196,12 @@ def _bare(case: LinearCase, x: dict) -> Provider:
     return Provider(forward, backward, lambda: None)
 
 
-_FACTORIES = {"ours": _ours, "naive": _naive, "liger": _liger, "bare_matmuls": _bare}
+_FACTORIES = {"ours": _ours, "naive": _naive, "liger": _liger, "bare_matmuls": _bare, "cce": _cce}
 
 
 def build_provider(name: str, case: LinearCase, x: dict) -> Provider:
     if name not in _FACTORIES:
-        raise ValueError(f"provider must be one of {PROVIDERS}, got {name!r}")
+        raise ValueError(f"provider must be one of {tuple(_FACTORIES)}, got {name!r}")
     p = _FACTORIES[name](case, x)
     p.tensors = x
     return p
@@ -312,15 +327,66 @@ def time_algorithms(n: int, h: int, v: int, rounds: int, device: str = "cpu", va
     return out
 
 
+GEMMS_OF_OP = {"linear_grpo_loss": 3, "linear_logprobs": 4}   # what each op runs (full mode)
+
+
+def gemm_floor_ratio(op: str, n: int, h: int, v: int, rounds: int = 5, log=print) -> dict:
+    """CPU speed bar of issue #30: p50 of ``ours`` (forward + backward, impl="auto" = the
+    chunked torch path on a CPU) over the p50 of the GEMMs it runs, done bare on whole
+    matrices (grpo: h W^T, z W, z^T h; log-probs: the logits GEMM twice, then z W, z^T h),
+    interleaved round by round; wall and CPU-time p50s.
+    -> {"ours_s", "gemms_s", "ratio", "ours_cpu_s", "gemms_cpu_s", "cpu_ratio"}."""
+    import statistics
+    import time
+
+    case = LinearCase(op, n, h, v)
+    x = make_inputs(case)
+    hid, w = x["hidden"].detach().reshape(-1, h), x["weight"].detach()
+
+    def gemms(_):
+        z = hid @ w.T
+        for _ in range(GEMMS_OF_OP[op] - 3):
+            z = hid @ w.T
+        z @ w
+        z.T @ hid
+    fn, setup = mode_call(build_provider("ours", case, x), "full")
+    fn(setup())                                          # warm-up
+    calls = {"ours": (fn, setup), "gemms": (gemms, lambda: None)}
+    wall, cpu = {k: [] for k in calls}, {k: [] for k in calls}
+    for _ in range(rounds):          # interleaved; CPU seconds of this process are less
+        for name, (f, prep) in calls.items():   # sensitive to other processes than wall time
+            arg = prep()
+            t0, c0 = time.perf_counter(), time.process_time()
+            f(arg)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    med = statistics.median
+    out = {"ours_s": med(wall["ours"]), "gemms_s": med(wall["gemms"]),
+           "ours_cpu_s": med(cpu["ours"]), "gemms_cpu_s": med(cpu["gemms"])}
+    out["ratio"] = out["ours_s"] / out["gemms_s"]
+    out["cpu_ratio"] = out["ours_cpu_s"] / out["gemms_cpu_s"]
+    log(f"{op} N={n} H={h} V={v}: ours {out['ours_s']:.3f} s, its {GEMMS_OF_OP[op]} GEMMs "
+        f"{out['gemms_s']:.3f} s: {out['ratio']:.2f}x wall, {out['cpu_ratio']:.2f}x CPU time")
+    return out
+
+
 if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m stepgrpo_fast.bench.linear_ops")
-    ap.add_argument("--algorithms", action="store_true", required=True)
+    ap.add_argument("--gemm-floor", action="store_true",
+                    help="ours vs the GEMMs it runs (the CPU speed bars), both ops")
+    ap.add_argument("--algorithms", action="store_true")
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--h", type=int, default=896)
     ap.add_argument("--v", type=int, default=151_936)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default=None, help="comma-separated subset of ALGORITHM_VARIANTS")
     a = ap.parse_args()
+    if a.gemm_floor:
+        for name in OPS:
+            gemm_floor_ratio(name, a.n, a.h, a.v, a.rounds)
+        raise SystemExit(0)
+    if not a.algorithms:
+        ap.error("pass --algorithms or --gemm-floor")
     time_algorithms(a.n, a.h, a.v, a.rounds, variants=a.variants.split(",") if a.variants else None)
