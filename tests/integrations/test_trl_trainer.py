@@ -237,6 +237,39 @@ def _zero_reward(completions, **_):
     return [float(len(c) % 3) for c in completions]
 
 
+def _train(trainer_class, checkpoint, samples, out, reward_funcs):
+    trainer = trainer_class(model=str(checkpoint), reward_funcs=reward_funcs,
+                            args=grpo_args(out), train_dataset=text_dataset(samples))
+    trainer.train()
+    steps = [h for h in trainer.state.log_history if "loss" in h]
+    return steps, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+def test_step_grpo_trainer_trains_like_trl_under_the_same_seed(text_checkpoint, samples, tmp_path):
+    """2 steps of trl.GRPOTrainer and of StepGRPOTrainer, same seed and arguments: the same
+    completions and rewards, the loss / KL / entropy / grad norm TRL logs, the same weights."""
+    from trl import GRPOTrainer
+
+    from stepgrpo_fast.integrations.trl import StepGRPOTrainer, make_reward_funcs
+
+    reward_funcs = [*make_reward_funcs("paper"), _zero_reward]
+    start = {n: p.detach().clone() for n, p in _load_text_model(text_checkpoint).named_parameters()}
+    theirs, w_theirs = _train(GRPOTrainer, text_checkpoint, samples, tmp_path / "a", reward_funcs)
+    ours, w_ours = _train(StepGRPOTrainer, text_checkpoint, samples, tmp_path / "b", reward_funcs)
+    assert len(theirs) == len(ours) == 2
+    for t, o in zip(theirs, ours):
+        same = [k for k in t if k.startswith(("reward", "completions/"))]
+        assert same and {k: o[k] for k in same} == {k: t[k] for k in same}  # same samples
+        for key in ("loss", "kl", "entropy"):
+            assert o[key] == pytest.approx(t[key], rel=1e-4, abs=1e-6), key
+        assert o["grad_norm"] == pytest.approx(t["grad_norm"], rel=1e-4)
+    assert theirs[1]["kl"] > 1e-6  # step 2 left the reference: the KL term is in play
+    update = torch.cat([(w_theirs[n] - start[n]).flatten() for n in start])
+    mismatch = torch.cat([(w_ours[n] - w_theirs[n]).flatten() for n in start])
+    assert update.norm() > 0.1
+    assert mismatch.norm() <= 1e-3 * update.norm(), f"{mismatch.norm()} vs update {update.norm()}"
+
+
 @pytest.mark.slow
 def test_step_grpo_trainer_logprobs_equal_trl_and_it_trains(text_checkpoint, samples, tmp_path):
     from trl import GRPOTrainer
