@@ -50,14 +50,19 @@ def test_sampler_keeps_exactly_the_nucleus(top_k, top_p):
     _check(_frequencies(picks, 4), CASES[(top_k, top_p)], 0.03, "row seeds")
 
 
+def _tempered_nucleus(temperature: float, top_p: float, keep: int) -> list[float]:
+    """softmax(log PROBS / T) renormalised over its first ``keep`` tokens."""
+    tempered = torch.softmax(PROBS.log() / temperature, -1)
+    return [*(tempered[:keep] / tempered[:keep].sum()).tolist(), *[0.0] * (4 - keep)]
+
+
 def test_temperature_applies_before_the_filters():
-    # T = 2 flattens PROBS to ~[0.32, 0.28, 0.23, 0.16]: top_p 0.5 then keeps tokens 0 and 1
+    # T = 2 flattens PROBS to ~[0.325, 0.282, 0.230, 0.163] (cumulative 0.607 < 0.65 < 0.837):
+    # top_p 0.65 keeps three tokens; filtering the untempered PROBS would keep two (0.7 >= 0.65)
     logits = PROBS.log().repeat(8000, 1)
-    tempered = torch.softmax(PROBS.log() / 2, -1)
     torch.manual_seed(1)
-    picks = GumbelSampler(2.0, 0, 0.5)(None, logits).argmax(-1)
-    want = [*(tempered[:2] / tempered[:2].sum()).tolist(), 0, 0]
-    _check(_frequencies(picks, 4), want, 0.02, "T=2")
+    picks = GumbelSampler(2.0, 0, 0.65)(None, logits).argmax(-1)
+    _check(_frequencies(picks, 4), _tempered_nucleus(2.0, 0.65, 3), 0.02, "T=2")
 
 
 @contextlib.contextmanager
@@ -104,9 +109,10 @@ def _content_tokens(model, count: int) -> list[int]:
     return [t for t in range(10, 1000) if t not in special][:count]
 
 
-@pytest.mark.parametrize("top_k,top_p", [(0, 0.5), (0, 0.75), (2, 0.55)])
+@pytest.mark.parametrize("top_k,top_p,temperature", [(0, 0.5, 1.0), (0, 0.75, 1.0), (2, 0.55, 1.0),
+                                                   (0, 0.65, 2.0)])
 def test_trainer_rollouts_sample_exactly_the_nucleus(tmp_path, tiny_rl_config, monkeypatch,
-                                                     top_k, top_p):
+                                                     top_k, top_p, temperature):
     tokens = {}
 
     def make_logits(model):
@@ -116,12 +122,13 @@ def test_trainer_rollouts_sample_exactly_the_nucleus(tmp_path, tiny_rl_config, m
         return logits
 
     _, ids, mask = _train_one_step(tiny_rl_config, tmp_path, monkeypatch, make_logits,
-                                   top_k=top_k, top_p=top_p)
+                                   top_k=top_k, top_p=top_p, temperature=temperature)
     assert bool(mask.bool().all())  # no EOS among the four: 2 x 32 x 16 = 1024 draws
     lookup = {t: i for i, t in enumerate(tokens["ids"])}
     assert set(ids.flatten().tolist()) <= set(lookup)
     picks = torch.tensor([lookup[t] for t in ids.flatten().tolist()])
-    _check(_frequencies(picks, 4), CASES[(top_k, top_p)], 0.06, f"top_k {top_k}, top_p {top_p}")
+    want = CASES[(top_k, top_p)] if temperature == 1.0 else _tempered_nucleus(temperature, top_p, 3)
+    _check(_frequencies(picks, 4), want, 0.06, f"top_k {top_k}, top_p {top_p}, T {temperature}")
 
 
 def test_placeholder_tokens_are_never_sampled(tmp_path, tiny_rl_config, monkeypatch):
