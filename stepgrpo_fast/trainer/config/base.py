@@ -137,12 +137,6 @@ class TrainConfigBase:
             "help": 'PyTorch FSDP2 (HF TrainingArguments\' spelling): "" = DDP / one process; "full_shard" = every decoder layer and vision block, then the root, sharded over the processes (fp32 masters, gradients and AdamW state sharded; bf16/fp16 compute through MixedPrecisionPolicy); "full_shard offload" adds CPU offload. Checkpoints are torch.distributed.checkpoint shards (one file per rank); final_model/ is gathered. docs/scaling.md'
         },
     )
-    share_prompt: bool = field(
-        default=True,
-        metadata={
-            "help": "StepGRPO: each group's images and prompt run once for its num_generations completions (rollout prefill, reference / old log-probs, policy forward + backward; KV cache expanded to the group), exactly what the repeated layout computes. Used for qwen2_vl / qwen2_5_vl / qwen3_vl with sdpa / eager attention; flash_attention_2, gradient checkpointing (policy update only) and other models fall back to the repeated layout with one notice line. docs/training.md#shared-prompt"
-        },
-    )
 
     # --- LoRA (PEFT; TRL's option names; trainer/model/lora.py) -------------------------------
     use_peft: bool = field(
