@@ -164,3 +164,20 @@ def test_parse_override_and_coerce_helpers():
     assert coerce_value("x", "1e-3", float) == 1e-3
     with pytest.raises(TypeError, match="None is not allowed"):
         coerce_value("x", None, int)
+
+
+def test_no_option_is_declared_twice():
+    """A second `name: type = field(...)` in a config class silently replaces the first (and
+    moves it); each option is declared once in the source."""
+    import ast
+    import inspect
+
+    from stepgrpo_fast.trainer.config import base, runs
+
+    for module in (base, runs):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.ClassDef):
+                names = [s.target.id for s in node.body
+                         if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+                twice = sorted({n for n in names if names.count(n) > 1})
+                assert not twice, f"{module.__name__}.{node.name} declares {twice} twice"
