@@ -170,3 +170,19 @@ def test_lora_under_fsdp_saves_adapters_and_matches_plain(tmp_path, tiny_ckpt, s
     start = load_file(tmp_path / "fsdp" / "checkpoint-1" / "adapter_model.safetensors")
     assert any(not torch.equal(adapter[k], start[k]) for k in adapter)  # step 2 trained it
     assert max((adapter[k] - plain[k]).abs().max().item() for k in plain) < 1e-6
+
+
+def test_sft_with_cpu_offload_matches_plain(tmp_path, tiny_ckpt, synthetic_data):
+    """fsdp: "full_shard offload" (CPUOffloadPolicy on the sharded parameters, gradients and AdamW
+    state) trains to the same weights as the plain run on one process."""
+    from stepgrpo_fast.trainer.loop import run_sft
+
+    run_sft(_sft(tiny_ckpt, synthetic_data, tmp_path / "plain", save_steps=0))
+    run_sft(_sft(tiny_ckpt, synthetic_data, tmp_path / "offload", save_steps=0,
+                 fsdp="full_shard offload"))
+    plain = load_file(tmp_path / "plain" / "final_model" / "model.safetensors")
+    offload = load_file(tmp_path / "offload" / "final_model" / "model.safetensors")
+    assert offload.keys() == plain.keys()
+    assert all(torch.equal(offload[k], plain[k]) for k in plain)
+    assert any(not torch.equal(plain[k], v) for k, v in
+               load_file(tiny_ckpt / "model.safetensors").items() if k in plain)  # it trained
