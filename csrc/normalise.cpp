@@ -114,9 +114,8 @@ std::size_t high_unit(Bytes text, std::size_t i, UnitClass& cls) {
 #if defined(__SSE2__)
 // Copies 16-byte blocks of a letter run while a block holds only ASCII letters and single spaces
 // between words, with no 'f' starting a word (a possible bare "frac"): there the normal form is the
-// lower-cased text itself (also across blocks that end with a space: the next block's checks see
-// that space). text[i - 1] must exist. Returns false when the last copied block ended with a space
-// (the letter run is closed), true otherwise.
+// lower-cased text itself. text[i - 1] must exist. Returns false when the last copied block ended
+// with a space (the letter run is closed), true otherwise.
 bool copy_letter_blocks(Bytes text, std::size_t& i, char*& w) {
     const __m128i space = _mm_set1_epi8(' ');
     const __m128i case_bit = _mm_set1_epi8(0x20);
@@ -139,7 +138,8 @@ bool copy_letter_blocks(Bytes text, std::size_t& i, char*& w) {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(w), lower);
         w += 16;
         i += 16;
-        open = text[i - 1] != ' ';  // a block may end with the space after a word: go on
+        open = text[i - 1] != ' ';
+        if (!open) break;
     }
     return open;
 }
