@@ -88,6 +88,7 @@ setup(
         "tqdm",
         "matplotlib",
         "tokenizers",
+        "datasets",  # Parquet / save_to_disk / hub sources, read lazily through Arrow (data/sources.py)
     ],
     extras_require={
         "triton": ["triton>=3.2"],
