@@ -102,76 +102,104 @@ std::uint64_t mix_hash(std::uint64_t h, std::uint64_t v) {
     return (h ^ v) * 0x100000001b3ull + 0x9e3779b97f4a7c15ull;
 }
 
-// Appends one record's key steps to `sets` as a new set; returns its content hash. Raises
-// TypeError/ValueError naming the record index on a bad layout (messages as in matching.py).
-std::uint64_t append_key_steps(PyObject* item, std::size_t i, KeyStepSets& sets,
-                               std::vector<py::object>& temps) {
+// Visits one record's key steps: on_form(str) per form, end_group() after each group, in order.
+// Raises TypeError/ValueError naming the record index on a bad layout (messages as in
+// matching.py).
+template <class OnForm, class EndGroup>
+void walk_key_steps(PyObject* item, std::size_t i, OnForm&& on_form, EndGroup&& end_group) {
     auto where = [i] { return "key_steps[" + std::to_string(i) + "]"; };
-    std::uint64_t hash = 0x84222325cbf29ce4ull;
-    auto add_form = [&](PyObject* form) {
-        sets.add_form(utf8_view(form, temps, "key_steps", i, true));
-        const Py_hash_t h = PyObject_Hash(form);  // cached inside the str object after first use
-        if (h == -1) throw py::error_already_set();
-        hash = mix_hash(hash, static_cast<std::uint64_t>(h));
-    };
-    auto end_group = [&] {
-        sets.end_group();
-        hash = mix_hash(hash, 0xA5A5A5A5ull);
-    };
-    sets.begin_set();
-    if (item != Py_None) {
-        if (PyDict_Check(item)) {
-            PyObject* steps = PyDict_GetItemString(item, "Steps");  // borrowed
-            if (steps == nullptr) throw py::value_error(where() + " is a dict without a 'Steps' entry");
-            if (!PyList_Check(steps) && !PyTuple_Check(steps))
-                throw py::type_error(where() + "['Steps'] must be a list of key-step groups, got " +
-                                     type_name(steps));
-            item = steps;
-        } else if (!PyList_Check(item) && !PyTuple_Check(item)) {
-            throw py::type_error(where() +
-                                 " must be a list of key-step groups or a {'Steps': [...]} dict, got " +
-                                 type_name(item));
-        }
-        const Py_ssize_t num_groups = PySequence_Fast_GET_SIZE(item);
-        PyObject** group_items = PySequence_Fast_ITEMS(item);
-        for (Py_ssize_t j = 0; j < num_groups; ++j) {
-            PyObject* group = group_items[j];
-            if (PyUnicode_Check(group)) {
-                add_form(group);
-                end_group();
-                continue;
-            }
-            if (!PyList_Check(group) && !PyTuple_Check(group))
-                throw py::type_error(where() + " group " + std::to_string(j) +
-                                     " must be a string or a list of strings, got " + type_name(group));
-            const Py_ssize_t num_forms = PySequence_Fast_GET_SIZE(group);
-            PyObject** form_items = PySequence_Fast_ITEMS(group);
-            for (Py_ssize_t k = 0; k < num_forms; ++k) {
-                if (!PyUnicode_Check(form_items[k]))
-                    throw py::type_error(where() + " group " + std::to_string(j) + " form " +
-                                         std::to_string(k) + " must be a string, got " +
-                                         type_name(form_items[k]));
-                add_form(form_items[k]);
-            }
-            end_group();
-        }
+    if (item == Py_None) return;
+    if (PyDict_Check(item)) {
+        PyObject* steps = PyDict_GetItemString(item, "Steps");  // borrowed
+        if (steps == nullptr) throw py::value_error(where() + " is a dict without a 'Steps' entry");
+        if (!PyList_Check(steps) && !PyTuple_Check(steps))
+            throw py::type_error(where() + "['Steps'] must be a list of key-step groups, got " +
+                                 type_name(steps));
+        item = steps;
+    } else if (!PyList_Check(item) && !PyTuple_Check(item)) {
+        throw py::type_error(where() +
+                             " must be a list of key-step groups or a {'Steps': [...]} dict, got " +
+                             type_name(item));
     }
-    sets.end_set();
+    const Py_ssize_t num_groups = PySequence_Fast_GET_SIZE(item);
+    PyObject** group_items = PySequence_Fast_ITEMS(item);
+    for (Py_ssize_t j = 0; j < num_groups; ++j) {
+        PyObject* group = group_items[j];
+        if (PyUnicode_Check(group)) {
+            on_form(group);
+            end_group();
+            continue;
+        }
+        if (!PyList_Check(group) && !PyTuple_Check(group))
+            throw py::type_error(where() + " group " + std::to_string(j) +
+                                 " must be a string or a list of strings, got " + type_name(group));
+        const Py_ssize_t num_forms = PySequence_Fast_GET_SIZE(group);
+        PyObject** form_items = PySequence_Fast_ITEMS(group);
+        for (Py_ssize_t k = 0; k < num_forms; ++k) {
+            if (!PyUnicode_Check(form_items[k]))
+                throw py::type_error(where() + " group " + std::to_string(j) + " form " +
+                                     std::to_string(k) + " must be a string, got " +
+                                     type_name(form_items[k]));
+            on_form(form_items[k]);
+        }
+        end_group();
+    }
+}
+
+// Content hash of one record's key steps (str hashes are cached inside the str objects), and
+// checks its layout; nothing is copied.
+std::uint64_t key_steps_hash(PyObject* item, std::size_t i) {
+    std::uint64_t hash = 0x84222325cbf29ce4ull;
+    walk_key_steps(
+        item, i,
+        [&](PyObject* form) {
+            // An exact str caches its hash in the object: read it without the call.
+            Py_hash_t h = PyUnicode_CheckExact(form) ? reinterpret_cast<PyASCIIObject*>(form)->hash : -1;
+            if (h == -1) h = PyObject_Hash(form);
+            if (h == -1) throw py::error_already_set();
+            hash = mix_hash(hash, static_cast<std::uint64_t>(h));
+        },
+        [&] { hash = mix_hash(hash, 0xA5A5A5A5ull); });
     return hash;
 }
 
-bool same_sets(const KeyStepSets& sets, std::size_t a, std::size_t b) {
-    const std::size_t ga = sets.group_begin(a), gb = sets.group_begin(b);
-    const std::size_t groups = sets.group_end(a) - ga;
-    if (sets.group_end(b) - gb != groups) return false;
-    for (std::size_t g = 0; g < groups; ++g) {
-        const std::size_t fa = sets.form_begin(ga + g), fb = sets.form_begin(gb + g);
-        const std::size_t forms = sets.form_end(ga + g) - fa;
-        if (sets.form_end(gb + g) - fb != forms) return false;
-        for (std::size_t f = 0; f < forms; ++f)
-            if (sets.form(fa + f) != sets.form(fb + f)) return false;
-    }
-    return true;
+// Appends one record's key steps to `sets` as a new set.
+void append_key_steps(PyObject* item, std::size_t i, KeyStepSets& sets, std::vector<py::object>& temps) {
+    sets.begin_set();
+    walk_key_steps(
+        item, i, [&](PyObject* form) { sets.add_form(utf8_view(form, temps, "key_steps", i, true)); },
+        [&] { sets.end_group(); });
+    sets.end_set();
+}
+
+// Does one record's key steps equal set s of `sets`, group by group and form by form?
+bool same_as_set(PyObject* item, std::size_t i, const KeyStepSets& sets, std::size_t s,
+                 std::vector<py::object>& temps) {
+    std::size_t g = sets.group_begin(s);
+    const std::size_t groups_end = sets.group_end(s);
+    std::size_t f = g < groups_end ? sets.form_begin(g) : 0;
+    bool same = true;
+    walk_key_steps(
+        item, i,
+        [&](PyObject* form) {
+            if (!same) return;
+            if (g >= groups_end || f >= sets.form_end(g) ||
+                utf8_view(form, temps, "key_steps", i, true) != sets.form(f)) {
+                same = false;
+                return;
+            }
+            ++f;
+        },
+        [&] {
+            if (!same) return;
+            if (g >= groups_end || f != sets.form_end(g)) {
+                same = false;
+                return;
+            }
+            ++g;
+            if (g < groups_end) f = sets.form_begin(g);
+        });
+    return same && g == groups_end;
 }
 
 // Everything a batch call needs besides its inputs. One instance per calling thread is reused
@@ -238,14 +266,15 @@ void collect_key_steps(const py::list& key_steps, CallBuffers& buffers) {
         const auto identity = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(item));
         int id = by_identity.find(identity, [](int) { return true; });
         if (id < 0) {
+            // Hash first and compare with the sets seen so far; copy the forms only when new.
             temps.clear();
-            const std::uint64_t hash = append_key_steps(item, i, sets, temps);
-            const std::size_t added = sets.num_sets() - 1;
-            id = by_hash.find(hash, [&](int c) { return same_sets(sets, static_cast<std::size_t>(c), added); });
-            if (id >= 0) {
-                sets.drop_last_set();
-            } else {
-                id = static_cast<int>(added);
+            const std::uint64_t hash = key_steps_hash(item, i);
+            id = by_hash.find(hash, [&](int c) {
+                return same_as_set(item, i, sets, static_cast<std::size_t>(c), temps);
+            });
+            if (id < 0) {
+                append_key_steps(item, i, sets, temps);
+                id = static_cast<int>(sets.num_sets() - 1);
                 by_hash.insert(hash, id);
             }
             by_identity.insert(identity, id);

@@ -113,9 +113,10 @@ std::size_t high_unit(Bytes text, std::size_t i, UnitClass& cls) {
 
 #if defined(__SSE2__)
 // Copies 16-byte blocks of a letter run while a block holds only ASCII letters and single spaces
-// between words, with no 'f' starting a word (a possible bare "frac"): there the normal form is the
-// lower-cased text itself. text[i - 1] must exist. Returns false when the last copied block ended
-// with a space (the letter run is closed), true otherwise.
+// between words, with no 'f' starting a word (a possible bare "frac"), and then the good prefix of
+// the first block that does not: there the normal form is the lower-cased text itself (also across blocks that end with a space: the next block's checks see
+// that space). text[i - 1] must exist. Returns false when the last copied block ended with a space
+// (the letter run is closed), true otherwise.
 bool copy_letter_blocks(Bytes text, std::size_t& i, char*& w) {
     const __m128i space = _mm_set1_epi8(' ');
     const __m128i case_bit = _mm_set1_epi8(0x20);
@@ -133,13 +134,22 @@ bool copy_letter_blocks(Bytes text, std::size_t& i, char*& w) {
         const __m128i after_space = _mm_cmpeq_epi8(before, space);
         const __m128i bad = _mm_or_si128(_mm_and_si128(is_space, after_space),
                                          _mm_and_si128(_mm_cmpeq_epi8(lower, f), after_space));
-        if (_mm_movemask_epi8(_mm_or_si128(letter, is_space)) != 0xFFFF || _mm_movemask_epi8(bad) != 0)
+        const unsigned good = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(letter, is_space))) &
+                              ~static_cast<unsigned>(_mm_movemask_epi8(bad));
+        if (good != 0xFFFF) {  // copy the good prefix of the block, then stop
+            const unsigned prefix = static_cast<unsigned>(__builtin_ctz(~good));
+            if (prefix > 0) {
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(w), lower);  // room: see normalise_into
+                w += prefix;
+                i += prefix;
+                open = text[i - 1] != ' ';
+            }
             break;
+        }
         _mm_storeu_si128(reinterpret_cast<__m128i*>(w), lower);
         w += 16;
         i += 16;
-        open = text[i - 1] != ' ';
-        if (!open) break;
+        open = text[i - 1] != ' ';  // a block may end with the space after a word: go on
     }
     return open;
 }
