@@ -104,6 +104,29 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
             set_bigram(first, nodes_[d].byte);
     }
 
+    num_pairs_ = 0;
+    bool pairs_ok = after_space_only_;
+    for (std::int32_t c : root_children_) {
+        if (!pairs_ok) break;
+        if (nodes_[c].out_head >= 0) pairs_ok = false;  // a one-byte pattern
+        const unsigned char first = ascii_lower(nodes_[c].byte);
+        for (std::int32_t d = nodes_[c].first_child; d >= 0 && pairs_ok; d = nodes_[d].next_sibling) {
+            const unsigned char second = ascii_lower(nodes_[d].byte);
+            bool known = false;
+            for (int t = 0; t < num_pairs_ && !known; ++t)
+                known = pair_first_[t] == first && pair_second_[t] == second;
+            if (known) continue;
+            if (num_pairs_ == kMaxPairs) {
+                pairs_ok = false;
+                break;
+            }
+            pair_first_[num_pairs_] = first;
+            pair_second_[num_pairs_] = second;
+            ++num_pairs_;
+        }
+    }
+    if (!pairs_ok) num_pairs_ = 0;
+
     // 2. Failure and output links, breadth first (a node's failure target is shallower).
     std::vector<std::int32_t>& queue = queue_scratch_;
     queue.clear();
@@ -207,6 +230,49 @@ std::size_t next_after_space(const unsigned char* p, std::size_t from, std::size
     return size;
 }
 
+#if defined(__SSE2__)
+namespace {
+inline __m128i sse_ascii_lower(__m128i x) {
+    const __m128i offset = _mm_sub_epi8(x, _mm_set1_epi8('A'));
+    const __m128i upper = _mm_cmpeq_epi8(_mm_min_epu8(offset, _mm_set1_epi8('Z' - 'A')), offset);
+    return _mm_add_epi8(x, _mm_and_si128(upper, _mm_set1_epi8(0x20)));
+}
+}  // namespace
+
+// next_after_space, but 16 positions at a time are first reduced to those whose ASCII-lower-cased
+// bigram is one of the `pairs` given (a superset of the positions `hit` accepts).
+template <class Hit>
+std::size_t next_after_space_pairs(const unsigned char* p, std::size_t from, std::size_t size,
+                                   const unsigned char* firsts, const unsigned char* seconds,
+                                   int pairs, Hit&& hit) {
+    __m128i first[16], second[16];
+    for (int t = 0; t < pairs; ++t) {
+        first[t] = _mm_set1_epi8(static_cast<char>(firsts[t]));
+        second[t] = _mm_set1_epi8(static_cast<char>(seconds[t]));
+    }
+    const __m128i space = _mm_set1_epi8(' ');
+    std::size_t k = from;
+    while (k + 16 < size) {  // reads p[k - 1 .. k + 16]
+        const __m128i before = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k - 1));
+        const __m128i b0 = sse_ascii_lower(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k)));
+        const __m128i b1 = sse_ascii_lower(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1)));
+        __m128i any = _mm_setzero_si128();
+        for (int t = 0; t < pairs; ++t)
+            any = _mm_or_si128(any, _mm_and_si128(_mm_cmpeq_epi8(b0, first[t]), _mm_cmpeq_epi8(b1, second[t])));
+        unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_and_si128(any, _mm_cmpeq_epi8(before, space))));
+        while (mask != 0) {
+            const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
+            if (hit(j)) return j;
+            mask &= mask - 1;
+        }
+        k += 16;
+    }
+    for (; k + 1 < size; ++k)
+        if (p[k - 1] == ' ' && hit(k)) return k;
+    return size;
+}
+#endif
+
 template <bool kLower>
 bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const {
     auto byte_at = [p](std::size_t i) -> unsigned char { return kLower ? ascii_lower(p[i]) : p[i]; };
@@ -223,7 +289,13 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
             if (after_space_only_) {
                 // Only a byte right after a ' ' can start a reportable match (and never the last
                 // byte: a stored pattern is a word byte plus at least its closing ' ').
-                i = next_after_space(p, std::max<std::size_t>(i, 1), size, hit);
+#if defined(__SSE2__)
+                if (num_pairs_ > 0)
+                    i = next_after_space_pairs(p, std::max<std::size_t>(i, 1), size, pair_first_,
+                                               pair_second_, num_pairs_, hit);
+                else
+#endif
+                    i = next_after_space(p, std::max<std::size_t>(i, 1), size, hit);
                 if (i >= size) break;
             } else {
                 while (i + 1 < size && !hit(i)) ++i;

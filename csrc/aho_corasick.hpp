@@ -15,7 +15,9 @@
 //
 // Root skip: while at the root, a byte b followed by c can only lead anywhere if some pattern
 // starts with the two bytes "bc" (or is the single byte "b"); a 65,536-bit bigram filter lets the
-// scan stay at the root otherwise. That is exact: from the depth-1 node for b, a byte c with no
+// scan stay at the root otherwise. With word boundaries and a few distinct first bigrams, 16
+// positions at a time are first compared with those bigrams (SSE2, no branch per space), and only
+// the candidates are tested against the filter. That is exact: from the depth-1 node for b, a byte c with no
 // child falls back to the root and then takes root_next_[c], the same state the skip reaches
 // (a one-byte pattern "b" sets every bit of row b, so the scan always stops there).
 #pragma once
@@ -90,6 +92,13 @@ private:
     // pattern (then every c)
     std::uint64_t bigram_[65536 / 64] = {};
     std::vector<std::uint16_t> bigram_words_set_;  // words of bigram_ to clear on the next build
+    // Pair pre-filter of the word-boundary scan: the distinct ASCII-lower-cased first bigrams
+    // of the patterns, when there are at most kMaxPairs and no one-byte pattern (else
+    // num_pairs_ = 0 and every byte after a ' ' is tested against bigram_).
+    static constexpr int kMaxPairs = 12;
+    int num_pairs_ = 0;
+    unsigned char pair_first_[kMaxPairs] = {};
+    unsigned char pair_second_[kMaxPairs] = {};
     std::vector<Node> nodes_;
     std::vector<std::int32_t> out_group_;
     std::vector<std::int32_t> out_next_;

@@ -68,7 +68,8 @@ void CompiledKeySteps::assign(const KeyStepSets& sets, std::size_t set, Mode mod
             std::string& pattern = patterns_[count];
             pattern_groups_[count] = static_cast<int>(g);
             if (mode == Mode::kPaper) {
-                normalise_into(form, pattern);
+                normalise_into(form, normal_);
+                pattern.assign(normal_.view().data(), normal_.view().size());
                 if (pattern.empty()) continue;  // an empty normalised form matches nothing
                 std::size_t lhs_len = 0;
                 if (split_equation(pattern, lhs_len)) {  // search for the lhs; judge the rest

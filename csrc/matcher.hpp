@@ -80,6 +80,7 @@ private:
     std::vector<int> pattern_groups_;
     std::vector<EquationForm> equations_;
     std::size_t num_equations_ = 0;
+    NormalisedText normal_;  // paper: a form's normal form (reused, no allocation per form)
 };
 
 // Per-thread reusable buffers.
