@@ -114,14 +114,14 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
             const unsigned char second = ascii_lower(nodes_[d].byte);
             bool known = false;
             for (int t = 0; t < num_pairs_ && !known; ++t)
-                known = pair_first_[t] == first && pair_second_[t] == second;
+                known = pair_first_[t][0] == first && pair_second_[t][0] == second;
             if (known) continue;
             if (num_pairs_ == kMaxPairs) {
                 pairs_ok = false;
                 break;
             }
-            pair_first_[num_pairs_] = first;
-            pair_second_[num_pairs_] = second;
+            std::fill(pair_first_[num_pairs_], pair_first_[num_pairs_] + 16, first);
+            std::fill(pair_second_[num_pairs_], pair_second_[num_pairs_] + 16, second);
             ++num_pairs_;
         }
     }
@@ -243,13 +243,8 @@ inline __m128i sse_ascii_lower(__m128i x) {
 // bigram is one of the `pairs` given (a superset of the positions `hit` accepts).
 template <class Hit>
 std::size_t next_after_space_pairs(const unsigned char* p, std::size_t from, std::size_t size,
-                                   const unsigned char* firsts, const unsigned char* seconds,
+                                   const unsigned char (*first)[16], const unsigned char (*second)[16],
                                    int pairs, Hit&& hit) {
-    __m128i first[16], second[16];
-    for (int t = 0; t < pairs; ++t) {
-        first[t] = _mm_set1_epi8(static_cast<char>(firsts[t]));
-        second[t] = _mm_set1_epi8(static_cast<char>(seconds[t]));
-    }
     const __m128i space = _mm_set1_epi8(' ');
     std::size_t k = from;
     while (k + 16 < size) {  // reads p[k - 1 .. k + 16]
@@ -258,7 +253,9 @@ std::size_t next_after_space_pairs(const unsigned char* p, std::size_t from, std
         const __m128i b1 = sse_ascii_lower(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1)));
         __m128i any = _mm_setzero_si128();
         for (int t = 0; t < pairs; ++t)
-            any = _mm_or_si128(any, _mm_and_si128(_mm_cmpeq_epi8(b0, first[t]), _mm_cmpeq_epi8(b1, second[t])));
+            any = _mm_or_si128(any, _mm_and_si128(
+                _mm_cmpeq_epi8(b0, _mm_load_si128(reinterpret_cast<const __m128i*>(first[t]))),
+                _mm_cmpeq_epi8(b1, _mm_load_si128(reinterpret_cast<const __m128i*>(second[t])))));
         unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_and_si128(any, _mm_cmpeq_epi8(before, space))));
         while (mask != 0) {
             const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));

@@ -97,8 +97,8 @@ private:
     // num_pairs_ = 0 and every byte after a ' ' is tested against bigram_).
     static constexpr int kMaxPairs = 12;
     int num_pairs_ = 0;
-    unsigned char pair_first_[kMaxPairs] = {};
-    unsigned char pair_second_[kMaxPairs] = {};
+    alignas(16) unsigned char pair_first_[kMaxPairs][16] = {};   // each byte 16 times (a vector)
+    alignas(16) unsigned char pair_second_[kMaxPairs][16] = {};
     std::vector<Node> nodes_;
     std::vector<std::int32_t> out_group_;
     std::vector<std::int32_t> out_next_;
