@@ -76,9 +76,12 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
     targets must be in [0, V)). For each chunk of those tokens:
         z  = (h W^T + b) / T                  GEMM 1, into one reused [V, chunk] fp32 buffer
         lse, logp (, entropy); c = dloss/dlogp  closed form, per token (policy_token_terms)
-        dZ = c/T (onehot(y) - p) + q/T p (z - sum p z)   in place in the same buffer (the
-                                              entropy keeps exp(z - max) in a second buffer)
-        dH[chunk] = dZ W                      GEMM 2
+        dZ = c/T (onehot(y) - p) + q/T p (z - sum p z)   in the same buffer (the entropy keeps
+                                              exp(z - max) in a second buffer). Without entropy
+                                              dZ^T = (e - S onehot) diag(-c / (T S)): only the
+                                              target entries are written, the column scale goes
+                                              onto the [chunk, H] sides of GEMMs 2 and 3
+        dH[chunk] = dZ W                      GEMM 2, written straight into dH's rows
         dW += dZ^T h                          GEMM 3, into one fp32 [V,H] buffer
     ``opts`` (formulas.PolicyOptions; None: the legacy maths from beta / epsilons, uncorrected
     KL), mask [N] (mask values), seq_len (T: sequence id = index // T), scale / sampling [N] or
@@ -119,10 +122,9 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
         bounds, rows = _sequence_chunks(seq_all, rows)
     else:
         bounds = list(iter_chunks(n_sel, rows))
-    # Logits are held transposed, [V, chunk]: W @ h^T and W^T @ dZ^T run faster than the
-    # row-major forms for small chunks with MKL (measured here), and dW += dZ^T h needs no transpose.
+    # Logits are held transposed, [V, chunk]: W @ h^T runs faster than h @ W^T with MKL (measured
+    # here), dW += dZ^T h needs no transpose, and dH = (dZ^T)^T W writes straight into dH's rows.
     buffer = torch.empty(v, rows, dtype=acc_dtype, device=device)
-    h_t_buffer = torch.empty(h_dim, rows, dtype=acc_dtype, device=device) if need_hidden_grad else None
     bias_col = bias.to(acc_dtype)[:, None] if bias is not None else None
     # a -inf bias entry has e = 0 and z' = -inf: e z' is NaN there and must count 0
     minus_inf = bias is not None and bool(torch.isneginf(bias).any())
@@ -131,6 +133,8 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
     # A contiguous run of selected tokens (e.g. an all-ones mask) is sliced, otherwise gathered per chunk.
     contiguous = bool((selected[-1] - selected[0] + 1) == n_sel)
     first = int(selected[0])
+    h_buffer = torch.empty(rows, h_dim, dtype=acc_dtype, device=device) \
+        if (need_hidden_grad and not contiguous) else None
 
     want_ent = entropy_coef != 0.0
     # The entropy keeps z' = z - max in the buffer and puts e = exp(z') into a second one.
@@ -199,32 +203,38 @@ def linear_grpo_loss_chunked(hidden, weight, targets, weights, adv, old_logp, re
         merge_stats(stats, chunk_stats)
         if not (need_hidden_grad or need_weight_grad or d_bias is not None):
             continue
-        # dZ^T = a (onehot - p) + b p (z' - zbar'), a = c / T, b = q / T, p = e / S: in place.
         a = grad_t.to(acc_dtype) * inv_t
-        if not want_ent:
-            z_t.mul_((-a / sum_exp)[None, :])
-        else:   # (b / S) e z' + (-(a + b zbar') / S) e
-            b = q * inv_t
+        if want_ent:  # dZ^T = a (onehot - p) + b p (z' - zbar'), b = q / T, p = e / S, in place:
+            b = q * inv_t     # (b / S) e z' + (-(a + b zbar') / S) e, then + a onehot
             z_t.mul_((b / sum_exp)[None, :])
             z_t.addcmul_(e, (-(a + b * zbar) / sum_exp)[None, :])
-        z_t.scatter_add_(0, y, a[None, :])
-        if need_hidden_grad:  # GEMM 2: dH^T = W^T dZ^T
-            d_h_t = h_t_buffer.view(-1)[:h_dim * c].view(h_dim, c)
+            z_t.scatter_add_(0, y, a[None, :])
+            col = None
+        else:  # dZ^T = a onehot - (a / S) e = (e - S onehot) diag(col), col = -a / S: only the
+            col = -a / sum_exp   # c target entries change here, col scales the [c, H] sides of
+            z_t.scatter_add_(0, y, -sum_exp[None, :])   # GEMMs 2 and 3 (no pass over e)
+        if need_hidden_grad:  # GEMM 2: dH = dZ W (z_t^T W: the faster MKL form, straight into dH)
+            d_h = d_hidden[first + start:first + start + c] if contiguous else \
+                h_buffer.view(-1)[:c * h_dim].view(c, h_dim)
             if lowp:
-                d_h_t.copy_(weight.t() @ z_t.to(compute_dtype))
+                d_h.copy_(z_t.t().to(compute_dtype) @ weight)
             else:
-                torch.mm(weight.t(), z_t, out=d_h_t)
-            if contiguous:
-                d_hidden[first + start:first + start + c].copy_(d_h_t.t())
-            else:
-                d_hidden.index_copy_(0, idx, d_h_t.t())
+                torch.mm(z_t.t(), weight, out=d_h)
+            if col is not None:
+                d_h.mul_(col[:, None])
+            if not contiguous:
+                d_hidden.index_copy_(0, idx, d_h)
         if need_weight_grad:  # GEMM 3: dW += dZ^T h (the first chunk writes dW: no zero-fill pass)
             h_acc = h_c.to(acc_dtype) if lowp else h_c
+            h_g = h_acc if col is None else h_acc * col[:, None]
             if start == 0:
-                torch.mm(z_t, h_acc, out=d_weight)
+                torch.mm(z_t, h_g, out=d_weight)
             else:
-                d_weight.addmm_(z_t, h_acc)
+                d_weight.addmm_(z_t, h_g)
         if d_bias is not None:
-            d_bias.add_(z_t.sum(1))
+            if col is None:
+                d_bias.add_(z_t.sum(1))
+            else:
+                d_bias.addmv_(z_t, col)
     stats[STAT_LOSS] = loss_acc.to(torch.float32)
     return loss_acc.to(acc_dtype), d_hidden, d_weight, d_bias, stats
