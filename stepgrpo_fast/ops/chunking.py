@@ -5,7 +5,11 @@ Two tile shapes, one engine (each budget is the workspace the op's measured figu
     plan_chunks         token x vocab tiles for linear_logprobs (DEFAULT_WORKSPACE_BYTES, 48 MiB
                         for all the tiles of a call): an online logsumexp runs across vocab tiles
     logits_chunk_rows   whole-vocabulary row blocks for linear_grpo_loss (LOGITS_CHUNK_BYTES,
-                        56 MiB): its single pass needs each row's full softmax to form dZ in place
+                        160 MiB: 272 rows at V = 151,936, 1,280 at V = 32,768): its single pass
+                        needs each row's full softmax before dZ. Sized so that its three GEMMs
+                        keep a token dimension of >= 256 rows at a Qwen-size vocabulary: at 56 MiB
+                        (96 rows) dW [V, H] was re-read and rewritten 11 times per 1,024 tokens
+                        and the call cost 1.6-1.7x its bare GEMMs (docs/benchmarks.md)
 The module defaults are read at call time (tests shrink them to force many chunks).
 """
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 DEFAULT_WORKSPACE_BYTES = 48 * 2**20   # one fp32 logits tile (both tiles together with entropy)
 DEFAULT_TOKEN_CHUNK = 1024             # rows per chunk: big enough for an efficient CPU GEMM
 VOCAB_ALIGN = 256
-LOGITS_CHUNK_BYTES = 56 * 2**20        # one [rows, V] fp32 block of the GRPO single pass
+LOGITS_CHUNK_BYTES = 160 * 2**20       # one [rows, V] fp32 block of the GRPO single pass
 
 
 def iter_chunks(total: int, size: int) -> Iterator[tuple[int, int]]:

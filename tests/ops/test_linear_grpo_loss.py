@@ -259,3 +259,13 @@ def test_retained_graph_gives_the_same_gradients_twice():
     first = hid.grad.clone()
     loss.backward()
     torch.testing.assert_close(hid.grad, 2 * first)
+
+
+def test_cpu_row_budget_keeps_the_gemms_wide_and_the_block_within_budget():
+    # 160 MiB: >= 256 token rows per [rows, V] block at a Qwen-size vocabulary (the GEMMs' token
+    # dimension; at 56 MiB it was 96 rows and the call cost 1.6-1.7x its bare GEMMs), never above it
+    for v in (32_768, 151_936, 262_144):
+        rows = chunking.logits_chunk_rows(v)
+        assert rows % 8 == 0 and rows * 4 * v <= chunking.LOGITS_CHUNK_BYTES
+    assert chunking.logits_chunk_rows(151_936) == 272
+    assert chunking.logits_chunk_rows(32_768) == 1280
