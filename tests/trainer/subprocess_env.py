@@ -1,10 +1,28 @@
 """Environment for trainer runs in child processes (resume and DDP tests): one torch thread,
-offline hub, and this folder plus the repository root on PYTHONPATH."""
+offline hub, and this folder plus the repository root on PYTHONPATH; and what two runs of the
+same steps share bit for bit (``run_metrics``)."""
+import json
 import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+
+
+# wall-clock figures differ from run to run: step_time, tokens_per_s and every per-phase time_*
+TIME_KEYS = {"step_time", "tokens_per_s"}
+
+
+def untimed(row: dict) -> dict:
+    """A metrics row without its wall-clock figures."""
+    return {k: v for k, v in row.items() if k not in TIME_KEYS and not k.startswith("time_")}
+
+
+def run_metrics(out) -> list[dict]:
+    """The rows of run dir ``out``'s metrics.jsonl, untimed: a killed-and-resumed run's must
+    equal an uninterrupted one's."""
+    return [untimed(json.loads(line))
+            for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
 def subprocess_env() -> dict:

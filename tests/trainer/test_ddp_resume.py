@@ -8,18 +8,12 @@ import subprocess
 import torch
 from safetensors.torch import load_file
 
-from subprocess_env import ROOT, free_port, kill_at_checkpoint, subprocess_env, train_commands
+from subprocess_env import ROOT, free_port, kill_at_checkpoint, run_metrics, subprocess_env, train_commands
 from test_data_order import ORDER_LOG, RECORD_ORDER, assert_epochs_cover_records, read_order
 
-TIME_KEYS = {"step_time", "tokens_per_s"}
 TOTAL_STEPS = 4  # 8 records / (2 processes x 2 prompts): 2 steps per epoch, the resume starts epoch 2
 KILL_AFTER = 2
 
-
-def _metrics(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
-            for r in rows]
 
 
 def test_two_process_kill_then_resume_is_bit_identical(tmp_path, tiny_ckpt, tiny_rl_config,
@@ -72,11 +66,11 @@ def test_two_process_kill_then_resume_is_bit_identical(tmp_path, tiny_ckpt, tiny
     opt_b = torch.load(killed / f"checkpoint-{TOTAL_STEPS}" / "optimizer.pt", weights_only=True)
     for i, state in opt_a["state"].items():
         assert all(torch.equal(state[k], opt_b["state"][i][k]) for k in state)
-    for got, want in zip(_metrics(killed), _metrics(straight), strict=True):
+    for got, want in zip(run_metrics(killed), run_metrics(straight), strict=True):
         diff = {k: (got.get(k), want.get(k)) for k in got.keys() | want.keys()
                 if got.get(k) != want.get(k)}
         assert not diff, f"step {want['step']}: resumed vs uninterrupted {diff}"
-    assert [r["step"] for r in _metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
+    assert [r["step"] for r in run_metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
     assert (killed / "samples.jsonl").read_text() == (straight / "samples.jsonl").read_text()
 
     # the data order: the two ranks split each step, every epoch covers the 8 records once,

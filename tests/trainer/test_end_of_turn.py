@@ -2,8 +2,6 @@
 rollout and an eval completion, also on a checkpoint whose generation_config and tokenizer list
 only <|endoftext|> (a base release)."""
 
-import torch
-
 
 def _base_release(tiny_ckpt, out):
     """The tiny checkpoint saved as a base release: eos = <|endoftext|> everywhere."""

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from subprocess_env import untimed
 from torch import nn
 
 from stepgrpo_fast.trainer.model import policy_loading as run_model
@@ -100,10 +101,6 @@ def test_a_bf16_run_is_unchanged_and_checkpoints_hold_fp32(tiny_rl_config, bf16_
     assert len(calls) == 1 and calls[0] > 0
     monkeypatch.setattr(run_model, "frozen_linears_to", lambda model, dtype: 0)
     plain = run_stepgrpo(config(tmp_path / "plain"))
-    def untimed(metrics):  # wall-clock figures differ run to run: step_time, tokens/s, time_*
-        return {k: v for k, v in metrics.items()
-                if k not in ("step_time", "tokens_per_s") and not k.startswith("time_")}
-
     assert untimed(held["metrics"]) == untimed(plain["metrics"])
     samples = [(tmp_path / d / "samples.jsonl").read_text() for d in ("held", "plain")]
     assert samples[0] == samples[1]

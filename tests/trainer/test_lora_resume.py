@@ -9,11 +9,10 @@ import sys
 import pytest
 import yaml
 from safetensors.torch import load_file
-from subprocess_env import ROOT, kill_at_checkpoint, subprocess_env
+from subprocess_env import ROOT, kill_at_checkpoint, run_metrics, subprocess_env
 
 pytest.importorskip("peft")
 
-TIME_KEYS = {"step_time", "tokens_per_s"}
 TOTAL_STEPS, KILL_AFTER = 4, 2
 
 
@@ -21,11 +20,6 @@ def _command(config, out, *extra):
     return [sys.executable, "-m", "stepgrpo_fast.trainer.cli", "train", "--config", str(config),
             "--set", f"output_dir={out}", *extra]
 
-
-def _metrics(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
-            for r in rows]
 
 
 @pytest.mark.slow
@@ -58,6 +52,6 @@ def test_lora_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_ckpt,
     assert a.keys() == b.keys() and any(".lora_B." in k for k in a)
     assert all((a[k] == b[k]).all() for k in a), "the resumed adapter differs"
     assert any(a[k].abs().max() > 0 for k in a if ".lora_B." in k)  # it did train
-    assert _metrics(killed) == _metrics(straight)
+    assert run_metrics(killed) == run_metrics(straight)
     assert (straight / "samples.jsonl").read_text() == (killed / "samples.jsonl").read_text()
     assert hashlib.sha256((tiny_ckpt / "model.safetensors").read_bytes()).hexdigest() == base_hash

@@ -13,11 +13,9 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from subprocess_env import ROOT, subprocess_env
+from subprocess_env import ROOT, run_metrics, subprocess_env
 
 STEPS = 4
-TIME_KEYS = {"step_time", "tokens_per_s"}
-
 
 def slow_reward(completions, **kwargs):
     """A TRL-contract reward that takes a moment, so a run's steps are long enough to signal."""
@@ -34,11 +32,6 @@ def _assert_same_weights(a, b):
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst == 0.0, f"weights differ by up to {worst}"
 
-
-def _metrics(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
-            for r in rows]
 
 
 # ---------------------------------------------------------------------------------- CLI run
@@ -89,7 +82,7 @@ def test_sigterm_at_step_3_checkpoints_within_60s_and_resumes_bit_identical(
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-3000:]
     _assert_same_weights(_weights(straight), _weights(stopped))
-    assert _metrics(stopped) == _metrics(straight)
+    assert run_metrics(stopped) == run_metrics(straight)
 
 
 # ------------------------------------------------------------------------ in-process runs
@@ -135,7 +128,7 @@ def _preempted_then_resumed(config, straight, expected_checkpoint, unhook):
     summary = run_stepgrpo(config, resume=True)
     assert summary["start_step"] == expected_checkpoint
     _assert_same_weights(_weights(straight), _weights(out))
-    assert _metrics(out) == _metrics(straight)
+    assert run_metrics(out) == run_metrics(straight)
 
 
 def _signalling_save(checkpoint, send):

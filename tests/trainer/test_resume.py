@@ -8,8 +8,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from subprocess_env import ROOT, kill_at_checkpoint, subprocess_env
-TIME_KEYS = {"step_time", "tokens_per_s"}
+from subprocess_env import ROOT, kill_at_checkpoint, run_metrics, subprocess_env
 TOTAL_STEPS = 4
 KILL_AFTER = 2
 
@@ -49,11 +48,6 @@ def _run(cmd):
     return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
-def _metrics(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("time_")}
-            for r in rows]
-
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_rl_config):
     config = tmp_path / "rl.yaml"
@@ -85,8 +79,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_rl_config)
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst == 0.0, f"weights differ by up to {worst}"
-    assert _metrics(killed) == _metrics(straight)
-    assert [r["step"] for r in _metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
+    assert run_metrics(killed) == run_metrics(straight)
+    assert [r["step"] for r in run_metrics(killed)] == list(range(1, TOTAL_STEPS + 1))
     samples_a = (straight / "samples.jsonl").read_text()
     samples_b = (killed / "samples.jsonl").read_text()
     assert samples_a == samples_b
