@@ -201,25 +201,24 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
                     stopping_criteria=stop_on_signal,
                 )
             # 4. rewards r = w_acc * StepRAR + w_val * StepRVR  ->  group-relative advantages [N]
-            rewards_start = time.perf_counter()
-            episodes = build_episodes(
-                rollout.texts,
-                batch_records,
-                num_generations=M,
-                reward_weights=config.reward_weights,
-                mode=config.reward_mode,
-                alpha=config.alpha,
-                advantage_scale=config.advantage_scale,
-                extra_rewards=extra_rewards,
-                aggregation=config.multi_objective_aggregation,
-                prompts=[user_text(r, config.prompt_template) for r in batch_records],
-                completion_ids=[
-                    row[: int(n)].tolist()
-                    for row, n in zip(rollout.completion_ids, rollout.completion_lengths)
-                ],
-                trainer_state=RewardTrainerState(step, run.total_steps, run.epoch_of(step)),
-            )
-            phases["time_rewards"] += time.perf_counter() - rewards_start
+            with timed(phases, "time_rewards"):
+                episodes = build_episodes(
+                    rollout.texts,
+                    batch_records,
+                    num_generations=M,
+                    reward_weights=config.reward_weights,
+                    mode=config.reward_mode,
+                    alpha=config.alpha,
+                    advantage_scale=config.advantage_scale,
+                    extra_rewards=extra_rewards,
+                    aggregation=config.multi_objective_aggregation,
+                    prompts=[user_text(r, config.prompt_template) for r in batch_records],
+                    completion_ids=[
+                        row[: int(n)].tolist()
+                        for row, n in zip(rollout.completion_ids, rollout.completion_lengths)
+                    ],
+                    trainer_state=RewardTrainerState(step, run.total_steps, run.epoch_of(step)),
+                )
             return rollout, episodes
 
         # G micro-batches of B prompts x M samples on every process
@@ -348,19 +347,17 @@ def run_stepgrpo(config: StepGRPOConfig, *, resume: bool | str | None = None) ->
         # 6. policy update(s): fused hidden-state GRPO loss, no logits tensor
         loss_metrics: list[dict[str, float]] = []
         grad_norms = []
-        update_start = time.perf_counter()
-        for _ in range(config.num_iterations):
-            for batch in batches:
-                with acc.accumulate(run.objective):
-                    loss, metrics = run.objective(batch)
-                    acc.backward(run.scaled(loss))  # scaled by 1/G inside (+ fp16 loss scale)
-                    grad_norm = optimizer_step(run, config.max_grad_norm)  # no-op until the G-th
-                loss_metrics.append(
-                    {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
-                )
-            grad_norms.append(grad_norm)
-
-        phases["time_update"] = time.perf_counter() - update_start
+        with timed(phases, "time_update"):
+            for _ in range(config.num_iterations):
+                for batch in batches:
+                    with acc.accumulate(run.objective):
+                        loss, metrics = run.objective(batch)
+                        acc.backward(run.scaled(loss))  # scaled by 1/G inside (+ fp16 scale)
+                        grad_norm = optimizer_step(run, config.max_grad_norm)  # no-op until G-th
+                    loss_metrics.append(
+                        {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
+                    )
+                grad_norms.append(grad_norm)
 
         # 7. metrics (averaged over micro-batches, then over processes) and checkpoint
         step_time = time.perf_counter() - t0
