@@ -117,3 +117,43 @@ def test_probable_targets_never_take_the_max_pass(monkeypatch):
     want = run_grpo(hidden, weight, bias, targets, mask, adv, old, torch.float64)
     for a, b in zip(got, want):
         assert rel_err(a, b) < 2e-5
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_targets_of_large_logits_stay_on_the_fast_path(monkeypatch, temperature):
+    """Logits as large as a real LM head's (max ~ 40-60 here, beyond exp's fp32 range once
+    divided by T = 0.7 without a shift), targets sampled from the policy itself as in a
+    rollout: no block needs the max pass, and the answer matches float64."""
+    g = torch.Generator().manual_seed(11)
+    n, h, v = 64, 32, 4096
+    hidden = torch.randn(1, n, h, generator=g, dtype=torch.float64) * 3
+    weight = torch.randn(v, h, generator=g, dtype=torch.float64) * (2.5 / h ** 0.5)
+    bias = 25.0 + torch.randn(v, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        z = (hidden[0] @ weight.T + bias) / temperature
+        assert float(z.max()) > 60
+        targets = torch.multinomial(torch.softmax(z, -1), 1, generator=g).T
+        old = torch.log_softmax(z, -1).gather(1, targets.T).T + 0.05
+    calls = []
+    original = chunked._logits_into
+    monkeypatch.setattr(chunked, "_logits_into", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(chunked, "logits_chunk_rows", lambda v: 16)
+    args = (hidden, weight, bias, targets, torch.ones(1, n), torch.randn(1, generator=g,
+            dtype=torch.float64), old)
+
+    def run(dtype, impl):
+        from stepgrpo_fast.functional.grpo import linear_grpo_loss
+
+        leaves = [x.to(dtype).detach().clone().requires_grad_() for x in args[:3]]
+        cast = (lambda x: x.to(dtype) if dtype == torch.float64 else x.float())
+        fn = linear_grpo_loss_naive if impl == "naive" else linear_grpo_loss
+        loss, _ = fn(leaves[0], leaves[1], args[3], args[4], cast(args[5]), old_logp=cast(args[6]),
+                     beta=0.0, temperature=temperature, bias=leaves[2],
+                     **({} if impl == "naive" else {"impl": "torch"}))
+        return [loss.detach(), *torch.autograd.grad(loss, leaves)]
+
+    got = run(torch.float32, "torch")
+    assert calls == []
+    want = run(torch.float64, "naive")
+    for a, b in zip(got, want):
+        assert rel_err(a, b) < 1e-4
