@@ -38,5 +38,6 @@ def linear_logprobs_naive(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     logp = torch.where(valid, logp, torch.zeros_like(logp))
     if not return_entropy:
         return logp
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    p = log_probs.exp()       # 0 log 0 = 0: a -inf logit (bias entry) must not make NaN
+    entropy = -(p * torch.where(p > 0, log_probs, torch.zeros_like(log_probs))).sum(-1)
     return logp, torch.where(valid, entropy, torch.zeros_like(entropy))

@@ -324,3 +324,22 @@ def test_ops_module_imports_without_triton():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_naive_oracle_entropy_with_minus_inf_bias_is_finite_and_matches_torch():
+    """0 log 0 = 0 in the oracle too: a -inf bias entry (a token the head never emits) used to
+    give a NaN entropy (0 * -inf) and its gradient."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(40, 8, generator=g, dtype=torch.float64)
+    bias = torch.randn(40, generator=g, dtype=torch.float64)
+    bias[[0, 17]] = float("-inf")
+    targets = torch.randint(1, 17, (6,), generator=g)
+    logp, ent = linear_logprobs_naive(hidden, weight, targets, bias=bias, return_entropy=True,
+                                      compute_dtype=torch.float64)
+    assert torch.isfinite(ent).all() and torch.isfinite(logp).all()
+    (grad,) = torch.autograd.grad(ent.sum(), hidden)
+    assert torch.isfinite(grad).all()
+    logp_t, ent_t = linear_logprobs(hidden.detach(), weight, targets, bias=bias, return_entropy=True,
+                                    impl="torch")
+    assert torch.allclose(ent, ent_t, atol=1e-10) and torch.allclose(logp, logp_t, atol=1e-10)
