@@ -159,6 +159,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _train(kind: str, args: argparse.Namespace) -> int:
+    from stepgrpo_fast.trainer import preemption
     from stepgrpo_fast.trainer.config.flags import given_options
     from stepgrpo_fast.trainer.loop import run_config
 
@@ -170,6 +171,9 @@ def _train(kind: str, args: argparse.Namespace) -> int:
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except preemption.Preempted as exc:   # exit 128 + signum, whatever the launcher sends next
+        preemption.ignore_while_exiting(exc)
+        raise
     _print_summary(summary)
     return 0
 

@@ -197,6 +197,20 @@ def preemptible(loop: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def ignore_while_exiting(exc: Preempted) -> None:
+    """For a process that ends with ``exc`` (the command line): ignore the stop signals from
+    here on. torchrun sends SIGTERM to every other worker as soon as one exits, and one that
+    arrived during the interpreter's shutdown killed that worker with -15 instead of letting it
+    exit with 128 + signum like the rank that exited first (its checkpoint was already written;
+    a launcher that gets no exit goes on to SIGKILL after its grace period). SIGINT keeps its
+    default: a person's Ctrl-C still ends a shutdown that hangs."""
+    if threading.current_thread() is threading.main_thread():
+        for name in SIGNALS:
+            if name != "SIGINT":
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+    sys.stderr.flush()
+
+
 def announce(line: str, enabled: bool = True) -> None:
     """The one line a preempted run prints (stderr, flushed: the process exits right after)."""
     if enabled:
