@@ -53,8 +53,8 @@ def _count_layer_calls(module, monkeypatch, seen: dict):
     monkeypatch.setattr(module, "start_run", start_run)
 
 
-def _run(kind, tiny_ckpt, synthetic_data, tiny_rl_config, out, checkpointing):
-    common = dict(gradient_checkpointing=checkpointing, max_steps=1, save_steps=0)
+def _run(kind, tiny_ckpt, synthetic_data, tiny_rl_config, out, checkpointing, fsdp=""):
+    common = dict(gradient_checkpointing=checkpointing, max_steps=1, save_steps=0, fsdp=fsdp)
     if kind == "sft":
         return sft_loop.run_sft(SFTConfig(
             model_name_or_path=str(tiny_ckpt), train_data=str(synthetic_data["sft"]),
@@ -67,10 +67,21 @@ def _run(kind, tiny_ckpt, synthetic_data, tiny_rl_config, out, checkpointing):
     ))
 
 
+@pytest.fixture
+def no_process_group_left():
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("fsdp", ["", "full_shard"])
 @pytest.mark.parametrize("kind", ["sft", "stepgrpo"])
 def test_checkpointing_recomputes_and_leaves_the_update_unchanged(
-    kind, tiny_ckpt, synthetic_data, tiny_rl_config, tmp_path, monkeypatch
+    kind, fsdp, tiny_ckpt, synthetic_data, tiny_rl_config, tmp_path, monkeypatch,
+    no_process_group_left
 ):
+    """Also under FSDP2 (a world of one: trainer/model/fsdp.py makes the process group), where
+    the recomputed layer forward must gather its shards again inside backward."""
     module = sft_loop if kind == "sft" else grpo_loop
     start = load_file(tiny_ckpt / "model.safetensors")
     weights, calls = {}, {}
@@ -78,8 +89,17 @@ def test_checkpointing_recomputes_and_leaves_the_update_unchanged(
         seen = {}
         _count_layer_calls(module, monkeypatch, seen)
         summary = _run(kind, tiny_ckpt, synthetic_data, tiny_rl_config,
-                       tmp_path / str(checkpointing), checkpointing)
-        assert seen["model"].is_gradient_checkpointing is checkpointing
+                       tmp_path / str(checkpointing), checkpointing, fsdp)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        model = seen["model"]
+        on = getattr(model, "is_activation_checkpointing", None)
+        assert (model.is_gradient_checkpointing if on is None else on) is checkpointing
+        if fsdp:   # the run really sharded: every decoder layer is an FSDP2 module
+            from torch.distributed.fsdp import FSDPModule
+
+            assert all(isinstance(m, FSDPModule) for m in model.modules()
+                       if type(m).__name__.endswith("DecoderLayer"))
         calls[checkpointing] = set(seen["calls"].values())
         weights[checkpointing] = load_file(f"{summary['final_model']}/model.safetensors")
     # one micro-batch, one iteration: every layer recomputed once in backward, only when asked

@@ -49,7 +49,7 @@ def load_policy(
         if config.train_only:
             train_only(model, config.train_only)
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_activation_checkpointing(model)
         if precision.mixed:  # frozen layers need no fp32 master: same bits, no per-token re-cast
             frozen_linears_to(model, precision.compute_dtype)
         return model, processor
@@ -61,7 +61,7 @@ def load_policy(
         config.model_name_or_path, **load_kwargs(config, device, precision.compute_dtype)
     )
     if config.gradient_checkpointing:
-        base.gradient_checkpointing_enable()
+        enable_activation_checkpointing(base)
         base.enable_input_require_grads()  # the frozen embeddings give checkpoints no grad input
     if resume_from is None:
         model = lora.wrap_with_lora(base, config, trainable_dtype=precision.weight_dtype)
@@ -69,6 +69,13 @@ def load_policy(
         model = lora.load_adapter(base, resume_from, trainable_dtype=precision.weight_dtype)
     model.train()
     return model, processor
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """``gradient_checkpointing: true``: transformers 5.25 renamed gradient_checkpointing_enable
+    to activation_checkpointing_enable (the old name warns, and goes in v6); both are supported."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
 
 
 def load_kwargs(
