@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-MAX_SUM = 2.0 ** 40          # S above this (p_y < 2^-40), inf or NaN: the block takes the max shift
+MAX_SUM = 2.0 ** 40          # S above this (p_y < 2^-40), 0, inf or NaN: the block takes the max shift
 SLICE_BYTES = 4 * 2 ** 20    # fp32 output of one GEMM slice: about one core's L2 here
 
 
@@ -66,5 +66,6 @@ def shifted_exp_into(e_t, weight, hidden_c, bias_col, shift, inv_t, lowp):
 
 
 def in_range(sums) -> bool:
-    """True when every S is a finite value <= MAX_SUM (NaN is out of range)."""
-    return bool((sums <= MAX_SUM).all())
+    """True when every S is in (0, MAX_SUM] (NaN and inf are out of range; 0 only happens when a
+    target's own logit is -inf, so that shift fell back to 0, and every other exp underflowed)."""
+    return bool(((sums > 0) & (sums <= MAX_SUM)).all())

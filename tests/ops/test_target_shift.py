@@ -54,6 +54,7 @@ def test_in_range_refuses_overflow_inf_and_nan():
     assert not target_shift.in_range(torch.tensor([1.0, 2.0 ** 41]))
     assert not target_shift.in_range(torch.tensor([1.0, float("inf")]))
     assert not target_shift.in_range(torch.tensor([float("nan"), 1.0]))
+    assert not target_shift.in_range(torch.tensor([0.0, 1.0]))
 
 
 def grpo_problem(seed, n_rows=4, t=8, h=16, v=257):
