@@ -351,9 +351,10 @@ def run_shared_prompt(s: SharedPromptSettings, log=print, work: Path | None = No
     return rows
 
 
-if __name__ == "__main__":  # python -m stepgrpo_fast.bench.group_train_step [tokens] [G,...]
+if __name__ == "__main__":  # python -m stepgrpo_fast.bench.group_train_step [tokens] [G,...] [--memory]
     import sys
 
-    args = [tuple(int(x) for x in a.split(",")) for a in sys.argv[1:3]]
-    settings = SharedPromptSettings(*args)
+    memory = "--memory" in sys.argv[1:]
+    args = [tuple(int(x) for x in a.split(",")) for a in sys.argv[1:] if a != "--memory"][:2]
+    settings = SharedPromptSettings(*args, memory=memory)
     print(json.dumps(run_shared_prompt(settings), indent=1))
