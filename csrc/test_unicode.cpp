@@ -81,4 +81,19 @@ TEST_CASE(official_matching_lowers_unicode) {
     CHECK_EQ(match_one("### Step 1: \xC3\x9CN\xC3\x8F STEP", compiled, Mode::kPaper, scratch), 0.0);
 }
 
+TEST_CASE(is_all_ascii_finds_a_high_byte_at_any_offset_and_length) {
+    for (std::size_t n = 0; n <= 80; ++n) {
+        std::string text(n, 'a');
+        CHECK(is_all_ascii(text));
+        for (std::size_t at = 0; at < n; ++at) {  // every offset: 32-byte blocks, words, tail
+            text[at] = '\x80';
+            CHECK(!is_all_ascii(text));
+            text[at] = '\x7F';
+            CHECK(is_all_ascii(text));
+            text[at] = 'a';
+        }
+    }
+    CHECK(!is_all_ascii("\xC3\xA9"));
+}
+
 int main() { return run_all_tests(); }

@@ -1,6 +1,8 @@
 #include "unicode.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 
 namespace stepgrpo {
 namespace {
@@ -128,9 +130,28 @@ int decimal_value(char32_t cp) {
 }
 
 bool is_all_ascii(Bytes text) {
-    for (char c : text)
-        if (static_cast<unsigned char>(c) >= 0x80) return false;
-    return true;
+    // Eight bytes at a time, OR-ed over 32-byte blocks: no branch per byte (the byte loop with
+    // its early exit was 8% of an official-mode match_key_steps call).
+    const char* p = text.data();
+    std::size_t n = text.size();
+    constexpr std::uint64_t kHigh = 0x8080808080808080ull;
+    while (n >= 32) {
+        std::uint64_t w[4];
+        std::memcpy(w, p, 32);
+        if ((w[0] | w[1] | w[2] | w[3]) & kHigh) return false;
+        p += 32;
+        n -= 32;
+    }
+    std::uint64_t acc = 0;
+    while (n >= 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        acc |= w;
+        p += 8;
+        n -= 8;
+    }
+    for (; n > 0; --n, ++p) acc |= static_cast<unsigned char>(*p);
+    return (acc & kHigh) == 0;
 }
 
 void unicode_lower_into(Bytes text, std::string& out) {
