@@ -217,7 +217,13 @@ void normalise_into(Bytes text, NormalisedText& target, std::vector<std::uint32_
                 for (;;) {
 #if defined(__SSE2__)
                     if (i > 0 && !copy_letter_blocks(text, i, w)) {
-                        in_letters = false;  // the block ended with the space after a word
+                        // The block ended with the space after a word (that separator is
+                        // written): a next word that cannot start a bare "frac" goes on here,
+                        // without a trip through the class dispatch (as in "word word" below).
+                        if (i < n && kTable.cls[static_cast<unsigned char>(text[i])] == kLetter &&
+                            (text[i] | 0x20) != 'f')
+                            continue;
+                        in_letters = false;
                         break;
                     }
                     if (i == n || kTable.cls[static_cast<unsigned char>(text[i])] != kLetter) break;
