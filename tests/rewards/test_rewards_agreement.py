@@ -203,3 +203,17 @@ def test_constants_agree():
     for name in ("KIND_DESCRIPTION", "KIND_RATIONALES", "KIND_THINK", "KIND_STEP",
                  "KIND_FINAL_ANSWER", "KIND_OTHER", "STEP_NUMBER_OVERFLOW"):
         assert getattr(_C, name) == getattr(parsing, name), name
+
+
+def test_normaliser_letter_runs_across_every_block_end():
+    """The SSE2 letter path copies 16-byte blocks; a block that ends with the space after a word
+    goes on into the next word unless that word could start a bare "frac" (or is not a letter).
+    Every offset of the word break against the block ends, and each kind of next token."""
+    nexts = ["word", "frac{1}{2}", "Frac x", "fx", "9 apples", ", then", "  two", "\\cdot y",
+             "\u00e9t\u00e9", "$x$"]
+    for pad in range(40):
+        for nxt in nexts:
+            text = "a" * pad + " " + "ab cd efg " * 3 + nxt + " tail words here ok"
+            assert _C.normalise(text) == py_normalise.normalise(text), (pad, nxt)
+            body, glued = _C.normalise_body(text)
+            assert (body, frozenset(glued)) == py_normalise.normalise_body(text), (pad, nxt)
