@@ -17,11 +17,10 @@ from subprocess_env import (
     _alive,
     _descendants,
     free_port,
-    run_metrics,
     subprocess_env,
     train_commands,
 )
-from test_preemption import _assert_same_weights, _weights
+from test_preemption import assert_resume_matches, assert_stopped_with_one_checkpoint
 
 TOTAL_STEPS = 8
 
@@ -78,24 +77,11 @@ def test_sigterm_to_one_rank_stops_both_with_a_checkpoint_and_resumes_bit_identi
         err[-3000:]
     statuses = re.findall(r"exitcode\s+:\s*(-?\d+)", err)   # the report, per rank
     assert sorted(statuses) == ["143", "143"], err[-3000:]
-    lines = [line for line in err.splitlines() if line.startswith("[stepgrpo] SIGTERM")]
-    assert len(lines) == 1 and "--resume" in lines[0], err[-3000:]  # main process, once
-    checkpoints = sorted(p.name for p in stopped.glob("checkpoint-*"))
-    assert len(checkpoints) == 1, checkpoints
-    done = int(checkpoints[0].split("-")[1])
-    assert 2 <= done < TOTAL_STEPS and f"checkpoint-{done} holds step {done}" in lines[0]
-    manifest = json.loads((stopped / checkpoints[0] / "manifest.json").read_text())["files"]
+    done = assert_stopped_with_one_checkpoint(stopped, err, 2, TOTAL_STEPS)  # main process, once
+    manifest = json.loads((stopped / f"checkpoint-{done}" / "manifest.json").read_text())["files"]
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(manifest)  # both ranks saved
-    assert not (stopped / "final_model").exists()
 
     _, resume_cmd = train_commands(config, tmp_path / "unused", stopped)
     resume_cmd[resume_cmd.index("--main_process_port") + 1] = str(free_port())
-    resumed = subprocess.run([*resume_cmd, "--resume"], check=False, env=subprocess_env(), cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads(resumed.stdout[resumed.stdout.index("{"):])["start_step"] == done
-    _, err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, err[-3000:]
-    _assert_same_weights(_weights(straight), _weights(stopped))
-    assert run_metrics(stopped) == run_metrics(straight)
+    assert_resume_matches([*resume_cmd, "--resume"], done, reference, straight, stopped)
     assert (stopped / "samples.jsonl").read_text() == (straight / "samples.jsonl").read_text()

@@ -33,6 +33,33 @@ def _assert_same_weights(a, b):
     assert worst == 0.0, f"weights differ by up to {worst}"
 
 
+def assert_stopped_with_one_checkpoint(stopped, err, first, total) -> int:
+    """A CLI run into ``stopped`` ended on a SIGTERM: the main process printed one line naming
+    --resume, one checkpoint of a step in [first, total) holds that step, no final model.
+    -> the checkpoint's step."""
+    lines = [line for line in err.splitlines() if line.startswith("[stepgrpo] SIGTERM")]
+    assert len(lines) == 1 and "--resume" in lines[0], err[-3000:]
+    checkpoints = sorted(p.name for p in stopped.glob("checkpoint-*"))
+    assert len(checkpoints) == 1, checkpoints
+    done = int(checkpoints[0].split("-")[1])
+    assert first <= done < total and f"checkpoint-{done} holds step {done}" in lines[0]
+    assert not (stopped / "final_model").exists()
+    return done
+
+
+def assert_resume_matches(resume_cmd, done, reference, straight, stopped):
+    """``resume_cmd`` (already with --resume) starts at step ``done`` and ends with the weights
+    and the metrics of the uninterrupted ``reference`` run (a Popen writing into ``straight``)."""
+    resumed = subprocess.run(resume_cmd, check=False, env=subprocess_env(), cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout[resumed.stdout.index("{"):])["start_step"] == done
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
+    _assert_same_weights(_weights(straight), _weights(stopped))
+    assert run_metrics(stopped) == run_metrics(straight)
+
+
 
 # ---------------------------------------------------------------------------------- CLI run
 def test_sigterm_at_step_3_checkpoints_within_60s_and_resumes_bit_identical(
@@ -67,22 +94,8 @@ def test_sigterm_at_step_3_checkpoints_within_60s_and_resumes_bit_identical(
     assert run.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert took < 60
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("[stepgrpo] SIGTERM")]
-    assert len(lines) == 1 and "--resume" in lines[0], err[-3000:]
-    checkpoints = sorted(p.name for p in stopped.glob("checkpoint-*"))
-    assert len(checkpoints) == 1, checkpoints
-    done = int(checkpoints[0].split("-")[1])
-    assert 3 <= done < 10 and f"checkpoint-{done} holds step {done}" in lines[0]
-    assert not (stopped / "final_model").exists()
-
-    resumed = subprocess.run(command(stopped, "--resume"), env=subprocess_env(), cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads(resumed.stdout[resumed.stdout.index("{"):])["start_step"] == done
-    out, err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, err[-3000:]
-    _assert_same_weights(_weights(straight), _weights(stopped))
-    assert run_metrics(stopped) == run_metrics(straight)
+    done = assert_stopped_with_one_checkpoint(stopped, err, 3, 10)
+    assert_resume_matches(command(stopped, "--resume"), done, reference, straight, stopped)
 
 
 # ------------------------------------------------------------------------ in-process runs
@@ -228,10 +241,10 @@ def test_signal_during_a_save_steps_save_exits_on_that_checkpoint(
 
 
 def test_save_minutes_checkpoints_on_wall_time(tmp_path, rl_config, monkeypatch):
-    from stepgrpo_fast.trainer.checkpoint import list_checkpoints
-    from stepgrpo_fast.trainer.loop import run_stepgrpo
     from stepgrpo_fast.trainer import preemption
     from stepgrpo_fast.trainer import run as run_module
+    from stepgrpo_fast.trainer.checkpoint import list_checkpoints
+    from stepgrpo_fast.trainer.loop import run_stepgrpo
 
     now = [0.0]
     monkeypatch.setattr(preemption, "wall_clock", lambda: now[0])
