@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from stepgrpo_fast.bench.timing import interleaved_wall_and_cpu
 from stepgrpo_fast.ops.linear_grpo_loss_chunked import linear_grpo_loss_chunked
 
 FILE = "stepgrpo_fast/ops/linear_grpo_loss_chunked.py"
@@ -84,15 +83,10 @@ def main(argv=None) -> None:
           f"dW {diffs[2]:.1e}")
     for f in calls.values():
         f()                                                  # warm-up
-    cpu, wall = {k: [] for k in calls}, {k: [] for k in calls}
-    for _ in range(a.rounds):
-        for name, f in calls.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            f()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    c = {k: statistics.median(x) for k, x in cpu.items()}
-    wl = {k: statistics.median(x) for k, x in wall.items()}
+    p50 = interleaved_wall_and_cpu({k: (lambda _, f=f: f(), None) for k, f in calls.items()},
+                                   rounds=a.rounds)
+    c = {k: r["cpu"] for k, r in p50.items()}
+    wl = {k: r["wall"] for k, r in p50.items()}
     print(f"N={n} H={h} V={v} T={a.t} {a.dtype}, {a.rounds} rounds, CPU-time p50 (wall p50):")
     for name in calls:
         print(f"  {name:16s} {c[name]:7.3f} s ({wl[name]:.3f} s)  "

@@ -288,9 +288,7 @@ def time_algorithms(n: int, h: int, v: int, rounds: int, device: str = "cpu", va
     system, all threads: less sensitive to other processes on a shared machine) of every variant,
     interleaved round by round, and their ratios to "grpo". -> {variant: {"p50_s", "cpu_p50_s",
     "ratio", "cpu_ratio"}}."""
-    import gc
-    import statistics
-    import time
+    from .timing import interleaved_wall_and_cpu
 
     case = LinearCase("linear_grpo_loss", n, h, v, device=device)
     x = make_inputs(case)
@@ -303,22 +301,8 @@ def time_algorithms(n: int, h: int, v: int, rounds: int, device: str = "cpu", va
         fn, setup = mode_call(p, "full")
         calls[name] = (fn, setup)
         fn(setup())  # warm-up
-    wall = {name: [] for name in names}
-    cpu = {name: [] for name in names}
-    for _ in range(rounds):
-        for name, (fn, setup) in calls.items():
-            arg = setup()
-            gc.collect()
-            if device != "cpu":
-                torch.cuda.synchronize()
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn(arg)
-            if device != "cpu":
-                torch.cuda.synchronize()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    out = {name: {"p50_s": statistics.median(wall[name]), "cpu_p50_s": statistics.median(cpu[name])}
-           for name in names}
+    p50 = interleaved_wall_and_cpu(calls, rounds=rounds, device=device)
+    out = {name: {"p50_s": p50[name]["wall"], "cpu_p50_s": p50[name]["cpu"]} for name in names}
     for name, r in out.items():
         r["ratio"] = r["p50_s"] / out["grpo"]["p50_s"]
         r["cpu_ratio"] = r["cpu_p50_s"] / out["grpo"]["cpu_p50_s"]
@@ -336,8 +320,7 @@ def gemm_floor_ratio(op: str, n: int, h: int, v: int, rounds: int = 5, log=print
     matrices (grpo: h W^T, z W, z^T h; log-probs: the logits GEMM twice, then z W, z^T h),
     interleaved round by round; wall and CPU-time p50s.
     -> {"ours_s", "gemms_s", "ratio", "ours_cpu_s", "gemms_cpu_s", "cpu_ratio"}."""
-    import statistics
-    import time
+    from .timing import interleaved_wall_and_cpu
 
     case = LinearCase(op, n, h, v)
     x = make_inputs(case)
@@ -351,18 +334,9 @@ def gemm_floor_ratio(op: str, n: int, h: int, v: int, rounds: int = 5, log=print
         z.T @ hid
     fn, setup = mode_call(build_provider("ours", case, x), "full")
     fn(setup())                                          # warm-up
-    calls = {"ours": (fn, setup), "gemms": (gemms, lambda: None)}
-    wall, cpu = {k: [] for k in calls}, {k: [] for k in calls}
-    for _ in range(rounds):          # interleaved; CPU seconds of this process are less
-        for name, (f, prep) in calls.items():   # sensitive to other processes than wall time
-            arg = prep()
-            t0, c0 = time.perf_counter(), time.process_time()
-            f(arg)
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    med = statistics.median
-    out = {"ours_s": med(wall["ours"]), "gemms_s": med(wall["gemms"]),
-           "ours_cpu_s": med(cpu["ours"]), "gemms_cpu_s": med(cpu["gemms"])}
+    p50 = interleaved_wall_and_cpu({"ours": (fn, setup), "gemms": (gemms, None)}, rounds=rounds)
+    out = {"ours_s": p50["ours"]["wall"], "gemms_s": p50["gemms"]["wall"],
+           "ours_cpu_s": p50["ours"]["cpu"], "gemms_cpu_s": p50["gemms"]["cpu"]}
     out["ratio"] = out["ours_s"] / out["gemms_s"]
     out["cpu_ratio"] = out["ours_cpu_s"] / out["gemms_cpu_s"]
     log(f"{op} N={n} H={h} V={v}: ours {out['ours_s']:.3f} s, its {GEMMS_OF_OP[op]} GEMMs "

@@ -95,6 +95,28 @@ def time_interleaved(calls: dict[str, tuple[Callable, Callable | None]], *, roun
     return times, failed
 
 
+def interleaved_wall_and_cpu(calls: dict[str, tuple[Callable, Callable | None]], *, rounds: int,
+                             device: str = "cpu") -> dict[str, dict[str, float]]:
+    """p50 wall seconds and p50 CPU seconds of this process (user + system, all threads: less
+    sensitive to other processes on a shared machine than wall time) of ``fn(setup())`` per name,
+    one call per name per round, names in turn. ``calls``: name -> (fn, setup or None; setup is
+    not timed). -> {name: {"wall": p50 s, "cpu": p50 s}}."""
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, (fn, setup) in calls.items():
+            arg = setup() if setup is not None else None
+            gc.collect()
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(arg)
+            sync(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: {"wall": float(np.median(wall[name])), "cpu": float(np.median(cpu[name]))}
+            for name in calls}
+
+
 def peak_memory_bytes(fn: Callable[..., object], device: str = "cpu",
                       setup: Callable[[], Any] | None = None) -> int:
     """Peak bytes allocated above the starting point while ``fn(setup())`` runs (result dropped).
