@@ -5,9 +5,33 @@
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#if defined(__GNUC__) || defined(__clang__)
+#define STEPGRPO_SSSE3_SCAN 1
+#include <tmmintrin.h>
+#endif
 #endif
 
 namespace stepgrpo {
+
+namespace {
+#if defined(STEPGRPO_SSSE3_SCAN)
+bool cpu_has_ssse3() {
+    static const bool has = __builtin_cpu_supports("ssse3");
+    return has;
+}
+#else
+bool cpu_has_ssse3() { return false; }
+#endif
+bool g_pair_scan_ssse3 = cpu_has_ssse3();
+inline unsigned char ascii_upper(unsigned char c) {
+    return (c >= 'a' && c <= 'z') ? static_cast<unsigned char>(c - 32) : c;
+}
+}  // namespace
+
+bool set_pair_scan_ssse3(bool enabled) {
+    g_pair_scan_ssse3 = enabled && cpu_has_ssse3();
+    return g_pair_scan_ssse3;
+}
 
 AhoCorasick::AhoCorasick(const std::vector<std::string>& patterns,
                          const std::vector<int>& pattern_groups, int num_groups) {
@@ -104,21 +128,39 @@ void AhoCorasick::build(const std::string* patterns, const int* pattern_groups, 
             set_bigram(first, nodes_[d].byte);
     }
 
+    // Pair pre-filters (see the header): the nibble tables take every first bigram, the SSE2
+    // compare list at most kMaxPairs distinct ones and only for a word-boundary scan. A one-byte
+    // pattern turns both off: the scan must stop at its byte whatever follows.
     num_pairs_ = 0;
+    std::fill(&pair_nibbles_[0][0], &pair_nibbles_[0][0] + sizeof(pair_nibbles_), 0);
+    nibbles_ok_ = true;
     bool pairs_ok = after_space_only_;
+    unsigned bigrams = 0;
     for (std::int32_t c : root_children_) {
-        if (!pairs_ok) break;
-        if (nodes_[c].out_head >= 0) pairs_ok = false;  // a one-byte pattern
+        if (nodes_[c].out_head >= 0) {
+            nibbles_ok_ = pairs_ok = false;
+            break;
+        }
         const unsigned char first = ascii_lower(nodes_[c].byte);
-        for (std::int32_t d = nodes_[c].first_child; d >= 0 && pairs_ok; d = nodes_[d].next_sibling) {
+        for (std::int32_t d = nodes_[c].first_child; d >= 0; d = nodes_[d].next_sibling) {
             const unsigned char second = ascii_lower(nodes_[d].byte);
+            const unsigned char bit = static_cast<unsigned char>(1u << (bigrams++ % 8));
+            for (unsigned char f : {first, ascii_upper(first)}) {
+                pair_nibbles_[0][f & 15] |= bit;
+                pair_nibbles_[1][f >> 4] |= bit;
+            }
+            for (unsigned char t : {second, ascii_upper(second)}) {
+                pair_nibbles_[2][t & 15] |= bit;
+                pair_nibbles_[3][t >> 4] |= bit;
+            }
+            if (!pairs_ok) continue;
             bool known = false;
             for (int t = 0; t < num_pairs_ && !known; ++t)
                 known = pair_first_[t][0] == first && pair_second_[t][0] == second;
             if (known) continue;
             if (num_pairs_ == kMaxPairs) {
                 pairs_ok = false;
-                break;
+                continue;
             }
             std::fill(pair_first_[num_pairs_], pair_first_[num_pairs_] + 16, first);
             std::fill(pair_second_[num_pairs_], pair_second_[num_pairs_] + 16, second);
@@ -190,9 +232,6 @@ namespace {
 // of "bc" gives, so the scan loop can index the filter with a single load.
 inline unsigned bigram_index(unsigned char b, unsigned char c) {
     return static_cast<unsigned>(b) | static_cast<unsigned>(c) << 8;
-}
-inline unsigned char ascii_upper(unsigned char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<unsigned char>(c - 32) : c;
 }
 }  // namespace
 
@@ -270,6 +309,78 @@ std::size_t next_after_space_pairs(const unsigned char* p, std::size_t from, std
 }
 #endif
 
+#if defined(STEPGRPO_SSSE3_SCAN)
+// next_after_space_pairs with the pair test as four pshufb lookups (`nibbles`: first low, first
+// high, second low, second high; see the header): the same superset whatever the number of pairs.
+template <class Hit>
+__attribute__((target("ssse3"))) std::size_t next_after_space_nibbles(
+        const unsigned char* p, std::size_t from, std::size_t size, const unsigned char (*nibbles)[16],
+        Hit&& hit) {
+    const __m128i space = _mm_set1_epi8(' ');
+    const __m128i low = _mm_set1_epi8(0x0F);
+    const __m128i first_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[0]));
+    const __m128i first_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[1]));
+    const __m128i second_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[2]));
+    const __m128i second_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[3]));
+    std::size_t k = from;
+    while (k + 16 < size) {  // reads p[k - 1 .. k + 16]
+        const __m128i before = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k - 1));
+        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
+        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1));
+        __m128i bits = _mm_and_si128(
+            _mm_shuffle_epi8(first_lo, _mm_and_si128(b0, low)),
+            _mm_shuffle_epi8(first_hi, _mm_and_si128(_mm_srli_epi16(b0, 4), low)));
+        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_lo, _mm_and_si128(b1, low)));
+        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_hi, _mm_and_si128(_mm_srli_epi16(b1, 4), low)));
+        const __m128i none = _mm_cmpeq_epi8(bits, _mm_setzero_si128());
+        unsigned mask = static_cast<unsigned>(
+            _mm_movemask_epi8(_mm_andnot_si128(none, _mm_cmpeq_epi8(before, space))));
+        while (mask != 0) {
+            const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
+            if (hit(j)) return j;
+            mask &= mask - 1;
+        }
+        k += 16;
+    }
+    for (; k + 1 < size; ++k)
+        if (p[k - 1] == ' ' && hit(k)) return k;
+    return size;
+}
+
+// First k >= from with k + 1 < size and hit(k); size - 1 if none (from if from + 1 >= size). The
+// same nibble test as above, at every position (no word boundary).
+template <class Hit>
+__attribute__((target("ssse3"))) std::size_t next_pair_nibbles(
+        const unsigned char* p, std::size_t from, std::size_t size, const unsigned char (*nibbles)[16],
+        Hit&& hit) {
+    const __m128i low = _mm_set1_epi8(0x0F);
+    const __m128i first_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[0]));
+    const __m128i first_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[1]));
+    const __m128i second_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[2]));
+    const __m128i second_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[3]));
+    std::size_t k = from;
+    while (k + 16 < size) {  // reads p[k .. k + 16]
+        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
+        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1));
+        __m128i bits = _mm_and_si128(
+            _mm_shuffle_epi8(first_lo, _mm_and_si128(b0, low)),
+            _mm_shuffle_epi8(first_hi, _mm_and_si128(_mm_srli_epi16(b0, 4), low)));
+        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_lo, _mm_and_si128(b1, low)));
+        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_hi, _mm_and_si128(_mm_srli_epi16(b1, 4), low)));
+        unsigned mask = ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(bits, _mm_setzero_si128()))) &
+                        0xFFFFu;
+        while (mask != 0) {
+            const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
+            if (hit(j)) return j;
+            mask &= mask - 1;
+        }
+        k += 16;
+    }
+    while (k + 1 < size && !hit(k)) ++k;
+    return k;
+}
+#endif
+
 template <bool kLower>
 bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size) const {
     auto byte_at = [p](std::size_t i) -> unsigned char { return kLower ? ascii_lower(p[i]) : p[i]; };
@@ -286,6 +397,11 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
             if (after_space_only_) {
                 // Only a byte right after a ' ' can start a reportable match (and never the last
                 // byte: a stored pattern is a word byte plus at least its closing ' ').
+#if defined(STEPGRPO_SSSE3_SCAN)
+                if (nibbles_ok_ && g_pair_scan_ssse3)
+                    i = next_after_space_nibbles(p, std::max<std::size_t>(i, 1), size, pair_nibbles_, hit);
+                else
+#endif
 #if defined(__SSE2__)
                 if (num_pairs_ > 0)
                     i = next_after_space_pairs(p, std::max<std::size_t>(i, 1), size, pair_first_,
@@ -295,7 +411,12 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
                     i = next_after_space(p, std::max<std::size_t>(i, 1), size, hit);
                 if (i >= size) break;
             } else {
-                while (i + 1 < size && !hit(i)) ++i;
+#if defined(STEPGRPO_SSSE3_SCAN)
+                if (nibbles_ok_ && g_pair_scan_ssse3)
+                    i = next_pair_nibbles(p, i, size, pair_nibbles_, hit);
+                else
+#endif
+                    while (i + 1 < size && !hit(i)) ++i;
             }
             // Either a bigram hit at i, or i is the last byte of this piece: take the real step.
             node = root_next_[byte_at(i)];

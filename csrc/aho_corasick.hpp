@@ -20,6 +20,11 @@
 // the candidates are tested against the filter. That is exact: from the depth-1 node for b, a byte c with no
 // child falls back to the root and then takes root_next_[c], the same state the skip reaches
 // (a one-byte pattern "b" sets every bit of row b, so the scan always stops there).
+// Where the CPU has SSSE3 (checked at run time), 16 positions at a time go through four
+// nibble-table lookups (pshufb) instead, with or without word boundaries (so official mode's scan
+// skips too): first bigram t sets bit t % 8 in the tables of its first and second byte's low and
+// high nibbles (both ASCII cases), so the positions whose four lookups share a bit are a superset
+// of the bigram hits, and the bigram filter then decides, as before. No one-byte pattern may exist.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +34,11 @@
 #include "text_bytes.hpp"
 
 namespace stepgrpo {
+
+// Whether the word-boundary scan uses the SSSE3 pair test (default: when the CPU has SSSE3).
+// Turning it on where the CPU lacks SSSE3 leaves it off. Returns the setting now in force.
+// For tests and benchmarks of the SSE2 path; not thread-safe against running scans.
+bool set_pair_scan_ssse3(bool enabled);
 
 class AhoCorasick {
 public:
@@ -99,6 +109,11 @@ private:
     int num_pairs_ = 0;
     alignas(16) unsigned char pair_first_[kMaxPairs][16] = {};   // each byte 16 times (a vector)
     alignas(16) unsigned char pair_second_[kMaxPairs][16] = {};
+    // The SSSE3 form of the test, for any number of first bigrams and for scans with or without
+    // word boundaries: [first low, first high, second low, second high] x 16 bit masks. Off
+    // (nibbles_ok_ false) when a one-byte pattern exists.
+    alignas(16) unsigned char pair_nibbles_[4][16] = {};
+    bool nibbles_ok_ = false;
     std::vector<Node> nodes_;
     std::vector<std::int32_t> out_group_;
     std::vector<std::int32_t> out_next_;

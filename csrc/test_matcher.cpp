@@ -1,4 +1,5 @@
 // Unit tests: Aho-Corasick against a brute-force search, matching in both modes, threading.
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -86,6 +87,68 @@ TEST_CASE(aho_corasick_lowercasing_scan_matches_brute_force) {
         const std::vector<int> expected = brute_force_groups(lowered, patterns, groups, num_groups);
         for (int g = 0; g < num_groups; ++g) CHECK_EQ(static_cast<int>(scan.found[g]), expected[g]);
     }
+}
+
+// Both forms of the root skip's pair test (SSSE3 nibble tables and the SSE2 compare list or the
+// scalar loop) find what a brute-force search finds: word-boundary scans (paper mode's normal
+// forms) and lower-casing scans (official mode), texts long enough for many 16-byte blocks, from
+// one first bigram to more than the 8 nibble-table bits and the 12 listed pairs. (Word-boundary
+// patterns end with ' ', as paper mode's normal forms do: the scan relies on it.)
+static std::string random_words(std::mt19937& rng, std::size_t words, const char* letters, int num_letters) {
+    std::string out;
+    for (std::size_t w = 0; w < words; ++w) {
+        if (w > 0) out += (rng() % 9 == 0) ? "  " : (rng() % 11 == 0) ? ", " : " ";
+        if (rng() % 13 == 0) out += "\xc3\xa9";
+        for (std::size_t len = 1 + rng() % 3; len > 0; --len) out += letters[rng() % num_letters];
+    }
+    return out;
+}
+
+// 2-5 bytes (from 1 byte: a one-byte pattern turns the pair test off) of `letters`.
+static std::string random_bytes(std::mt19937& rng, std::size_t min_len, const char* letters, int num_letters) {
+    std::string out(min_len + rng() % (6 - min_len), 'a');
+    for (char& c : out) c = letters[rng() % num_letters];
+    return out;
+}
+
+TEST_CASE(pair_scan_forms_match_brute_force) {
+    const bool has_ssse3 = set_pair_scan_ssse3(true);
+    std::printf("  (SSSE3 pair scan available: %s)\n", has_ssse3 ? "yes" : "no");
+    for (const bool ssse3 : {true, false}) {
+        set_pair_scan_ssse3(ssse3);
+        std::mt19937 rng(ssse3 ? 7 : 8);
+        for (int trial = 0; trial < 2000; ++trial) {
+            const bool words = trial % 2 == 0;
+            const int num_groups = 1 + static_cast<int>(rng() % (trial % 3 == 0 ? 24 : 6));
+            std::vector<std::string> patterns;
+            std::vector<int> groups;
+            for (int g = 0; g < num_groups; ++g)
+                for (int f = 0, forms = 1 + static_cast<int>(rng() % 2); f < forms; ++f) {
+                    patterns.push_back(words ? " " + random_words(rng, 1 + rng() % 2, "abcdefgh", 8) + " "
+                                             : random_bytes(rng, trial % 5 == 1 ? 1 : 2, "abcdefgh ,", 10));
+                    groups.push_back(g);
+                }
+            // (a normal form: a ' ' before and after every word token, as normalise_into writes it)
+            std::string text = words ? " " + random_words(rng, rng() % 80, "abcdefgh", 8) + " "
+                                     : random_words(rng, rng() % 80, "abcdefghABCDEFGH", 16);
+            std::string lowered = text;
+            for (char& c : lowered) c = static_cast<char>(ascii_lower(static_cast<unsigned char>(c)));
+            AhoCorasick ac;
+            ac.build(patterns.data(), groups.data(), patterns.size(), num_groups, 0, words);
+            AhoCorasick::Scan scan;
+            ac.begin(scan);
+            if (words) {
+                ac.feed(scan, text.data(), text.size(), false);
+            } else {
+                const std::size_t cut = text.empty() ? 0 : rng() % text.size();
+                if (!ac.feed(scan, text.data(), cut, true))
+                    ac.feed(scan, text.data() + cut, text.size() - cut, true);
+            }
+            const std::vector<int> expected = brute_force_groups(lowered, patterns, groups, num_groups);
+            for (int g = 0; g < num_groups; ++g) CHECK_EQ(static_cast<int>(scan.found[g]), expected[g]);
+        }
+    }
+    set_pair_scan_ssse3(true);
 }
 
 static const std::string kResponse =
