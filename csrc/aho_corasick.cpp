@@ -14,14 +14,14 @@
 namespace stepgrpo {
 
 namespace {
-#if defined(STEPGRPO_SSSE3_SCAN)
 bool cpu_has_ssse3() {
+#if defined(STEPGRPO_SSSE3_SCAN)
     static const bool has = __builtin_cpu_supports("ssse3");
     return has;
-}
 #else
-bool cpu_has_ssse3() { return false; }
+    return false;
 #endif
+}
 bool g_pair_scan_ssse3 = cpu_has_ssse3();
 inline unsigned char ascii_upper(unsigned char c) {
     return (c >= 'a' && c <= 'z') ? static_cast<unsigned char>(c - 32) : c;
@@ -310,75 +310,61 @@ std::size_t next_after_space_pairs(const unsigned char* p, std::size_t from, std
 #endif
 
 #if defined(STEPGRPO_SSSE3_SCAN)
-// next_after_space_pairs with the pair test as four pshufb lookups (`nibbles`: first low, first
-// high, second low, second high; see the header): the same superset whatever the number of pairs.
-template <class Hit>
-__attribute__((target("ssse3"))) std::size_t next_after_space_nibbles(
-        const unsigned char* p, std::size_t from, std::size_t size, const unsigned char (*nibbles)[16],
-        Hit&& hit) {
-    const __m128i space = _mm_set1_epi8(' ');
+// The nibble-table scans (see the header; `nibbles`: first low, first high, second low, second
+// high): the first k >= from with hit(k) and k + 1 < size, with p[k - 1] == ' ' when
+// kAfterSpace (then from >= 1); size if none, 16 positions at a time.
+
+// The candidates among the 16 positions k .. k + 15 (reads p[k - kAfterSpace .. k + 16]).
+template <bool kAfterSpace>
+__attribute__((target("ssse3"))) inline unsigned nibble_mask16(const unsigned char* p, std::size_t k,
+                                                               const unsigned char (*nibbles)[16]) {
+    __m128i table[4];
+    for (int t = 0; t < 4; ++t) table[t] = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[t]));
     const __m128i low = _mm_set1_epi8(0x0F);
-    const __m128i first_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[0]));
-    const __m128i first_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[1]));
-    const __m128i second_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[2]));
-    const __m128i second_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[3]));
-    std::size_t k = from;
-    while (k + 16 < size) {  // reads p[k - 1 .. k + 16]
+    const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
+    const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1));
+    __m128i bits = _mm_and_si128(_mm_shuffle_epi8(table[0], _mm_and_si128(b0, low)),
+                                 _mm_shuffle_epi8(table[1], _mm_and_si128(_mm_srli_epi16(b0, 4), low)));
+    bits = _mm_and_si128(bits, _mm_shuffle_epi8(table[2], _mm_and_si128(b1, low)));
+    bits = _mm_and_si128(bits, _mm_shuffle_epi8(table[3], _mm_and_si128(_mm_srli_epi16(b1, 4), low)));
+    __m128i keep = _mm_xor_si128(_mm_cmpeq_epi8(bits, _mm_setzero_si128()), _mm_set1_epi8(-1));
+    if (kAfterSpace) {
         const __m128i before = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k - 1));
-        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
-        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1));
-        __m128i bits = _mm_and_si128(
-            _mm_shuffle_epi8(first_lo, _mm_and_si128(b0, low)),
-            _mm_shuffle_epi8(first_hi, _mm_and_si128(_mm_srli_epi16(b0, 4), low)));
-        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_lo, _mm_and_si128(b1, low)));
-        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_hi, _mm_and_si128(_mm_srli_epi16(b1, 4), low)));
-        const __m128i none = _mm_cmpeq_epi8(bits, _mm_setzero_si128());
-        unsigned mask = static_cast<unsigned>(
-            _mm_movemask_epi8(_mm_andnot_si128(none, _mm_cmpeq_epi8(before, space))));
-        while (mask != 0) {
-            const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
-            if (hit(j)) return j;
-            mask &= mask - 1;
-        }
-        k += 16;
+        keep = _mm_and_si128(keep, _mm_cmpeq_epi8(before, _mm_set1_epi8(' ')));
     }
+    return static_cast<unsigned>(_mm_movemask_epi8(keep));
+}
+
+// The first candidate j of `mask` (bit b: position k + b) with hit(j), into `found`.
+template <class Hit>
+inline bool first_hit(unsigned mask, std::size_t k, Hit& hit, std::size_t& found) {
+    for (; mask != 0; mask &= mask - 1) {
+        const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
+        if (hit(j)) {
+            found = j;
+            return true;
+        }
+    }
+    return false;
+}
+
+template <bool kAfterSpace, class Hit>
+std::size_t scan_tail(const unsigned char* p, std::size_t k, std::size_t size, Hit& hit) {
     for (; k + 1 < size; ++k)
-        if (p[k - 1] == ' ' && hit(k)) return k;
+        if ((!kAfterSpace || p[k - 1] == ' ') && hit(k)) return k;
     return size;
 }
 
-// First k >= from with k + 1 < size and hit(k); size - 1 if none (from if from + 1 >= size). The
-// same nibble test as above, at every position (no word boundary).
-template <class Hit>
-__attribute__((target("ssse3"))) std::size_t next_pair_nibbles(
+template <bool kAfterSpace, class Hit>
+__attribute__((target("ssse3"))) std::size_t scan_nibbles(
         const unsigned char* p, std::size_t from, std::size_t size, const unsigned char (*nibbles)[16],
         Hit&& hit) {
-    const __m128i low = _mm_set1_epi8(0x0F);
-    const __m128i first_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[0]));
-    const __m128i first_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[1]));
-    const __m128i second_lo = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[2]));
-    const __m128i second_hi = _mm_load_si128(reinterpret_cast<const __m128i*>(nibbles[3]));
-    std::size_t k = from;
-    while (k + 16 < size) {  // reads p[k .. k + 16]
-        const __m128i b0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
-        const __m128i b1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k + 1));
-        __m128i bits = _mm_and_si128(
-            _mm_shuffle_epi8(first_lo, _mm_and_si128(b0, low)),
-            _mm_shuffle_epi8(first_hi, _mm_and_si128(_mm_srli_epi16(b0, 4), low)));
-        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_lo, _mm_and_si128(b1, low)));
-        bits = _mm_and_si128(bits, _mm_shuffle_epi8(second_hi, _mm_and_si128(_mm_srli_epi16(b1, 4), low)));
-        unsigned mask = ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(bits, _mm_setzero_si128()))) &
-                        0xFFFFu;
-        while (mask != 0) {
-            const std::size_t j = k + static_cast<std::size_t>(__builtin_ctz(mask));
-            if (hit(j)) return j;
-            mask &= mask - 1;
-        }
-        k += 16;
-    }
-    while (k + 1 < size && !hit(k)) ++k;
-    return k;
+    std::size_t k = from, found = 0;
+    for (; k + 16 < size; k += 16)
+        if (first_hit(nibble_mask16<kAfterSpace>(p, k, nibbles), k, hit, found)) return found;
+    return scan_tail<kAfterSpace>(p, k, size, hit);
 }
+
 #endif
 
 template <bool kLower>
@@ -399,7 +385,7 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
                 // byte: a stored pattern is a word byte plus at least its closing ' ').
 #if defined(STEPGRPO_SSSE3_SCAN)
                 if (nibbles_ok_ && g_pair_scan_ssse3)
-                    i = next_after_space_nibbles(p, std::max<std::size_t>(i, 1), size, pair_nibbles_, hit);
+                    i = scan_nibbles<true>(p, std::max<std::size_t>(i, 1), size, pair_nibbles_, hit);
                 else
 #endif
 #if defined(__SSE2__)
@@ -412,9 +398,10 @@ bool AhoCorasick::feed_impl(Scan& scan, const unsigned char* p, std::size_t size
                 if (i >= size) break;
             } else {
 #if defined(STEPGRPO_SSSE3_SCAN)
-                if (nibbles_ok_ && g_pair_scan_ssse3)
-                    i = next_pair_nibbles(p, i, size, pair_nibbles_, hit);
-                else
+                if (nibbles_ok_ && g_pair_scan_ssse3) {
+                    const std::size_t k = scan_nibbles<false>(p, i, size, pair_nibbles_, hit);
+                    i = k < size ? k : std::max(i, size - 1);  // none: the last byte, as below
+                } else
 #endif
                     while (i + 1 < size && !hit(i)) ++i;
             }

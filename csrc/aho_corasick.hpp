@@ -35,9 +35,9 @@
 
 namespace stepgrpo {
 
-// Whether the word-boundary scan uses the SSSE3 pair test (default: when the CPU has SSSE3).
-// Turning it on where the CPU lacks SSSE3 leaves it off. Returns the setting now in force.
-// For tests and benchmarks of the SSE2 path; not thread-safe against running scans.
+// Whether the root skip uses the SSSE3 nibble test (default: when the CPU has SSSE3). Turning it
+// on where the CPU lacks SSSE3 leaves it off. Returns the setting now in force. For tests and
+// benchmarks of the SSE2 path; not thread-safe against running scans.
 bool set_pair_scan_ssse3(bool enabled);
 
 class AhoCorasick {
