@@ -16,7 +16,8 @@ namespace stepgrpo {
 namespace {
 bool cpu_has_ssse3() {
 #if defined(STEPGRPO_SSSE3_SCAN)
-    static const bool has = __builtin_cpu_supports("ssse3");
+    // (g_pair_scan_ssse3's initializer may run before libgcc's CPU-model constructor)
+    static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("ssse3"));
     return has;
 #else
     return false;
