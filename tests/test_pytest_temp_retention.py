@@ -42,7 +42,8 @@ def test_only_failing_tests_leave_their_temp_dirs_and_only_from_the_newest_run(t
     for _ in range(3):
         _run_inner(test_file, temp_root)
 
-    runs = sorted((temp_root / next(p.name for p in temp_root.iterdir())).glob("pytest-[0-9]*"))
+    (user_root,) = temp_root.iterdir()  # pytest-of-<user>
+    runs = sorted(user_root.glob("pytest-[0-9]*"))
     assert len(runs) == 1, f"older runs kept: {[r.name for r in runs]}"
     left = sorted(p.parent.name for p in runs[0].rglob("weights.bin"))
     assert left == ["test_fails0"], left
